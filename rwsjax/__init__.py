@@ -1,0 +1,1 @@
+"""rwsjax: weight-space robustness (RiFT, Robust Weight Signatures) in JAX/Flax."""
