@@ -1,0 +1,94 @@
+"""Throughput of the hot training paths: clean train step, PGD-10 attack, PGD-10 AT step.
+
+    python benchmarks/train_steps.py --width=0.25 --batch=128 --repeats=5
+
+Prints images/s (median and best of ``repeats`` timed calls after a warm-up
+call that also measures compile time) and peak resident memory, for the
+unrolled and the rolled (``lax.fori_loop``) PGD loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rwsjax.attacks.pgd import pgd
+from rwsjax.models.registry import create_model
+from rwsjax.train import sharding, steps
+from rwsjax.train.state import TrainState, sgd
+
+ATTACK = dict(eps=8 / 255, step_size=2 / 255, steps=10, norm="linf", random_init=True)
+
+
+def _time(fn, repeats):
+    t = time.perf_counter()
+    jax.block_until_ready(fn())
+    compile_s = time.perf_counter() - t
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t)
+    return compile_s, times
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="resnet18")
+    ap.add_argument("--width", type=float, default=0.25, help="width multiplier (0.25 = width 16)")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--only", default="", help="comma list of benchmarks to run")
+    a = ap.parse_args()
+    mesh = sharding.make_mesh()
+    model = create_model(a.model, num_classes=10, width_multiplier=a.width)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (a.batch, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, (a.batch,), dtype=np.int32)
+    x, y = sharding.shard_batch((images, labels), mesh)
+    variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, 32, 32, 3)), train=False))(jax.random.PRNGKey(0))
+    tx = sgd(0.1, momentum=0.9, weight_decay=5e-4, steps_per_epoch=100)
+    key = jax.random.PRNGKey(1)
+    print(f"{a.model} width x{a.width}, batch {a.batch}, {jax.devices()[0].platform} x{len(jax.devices())}, "
+          f"jax {jax.__version__}")
+    print(f"{'benchmark':34s} {'img/s med':>10s} {'img/s best':>10s} {'compile s':>10s}")
+    benches = {}
+
+    def train_bench(regime, unroll):
+        step = steps.make_train_step(model, tx, mesh, regime=regime, attack={**ATTACK, "unroll": unroll})
+        box = [sharding.replicate(jax.device_get(TrainState.create(variables, tx)), mesh)]
+
+        def run():
+            box[0], m = step(box[0], x, y, key)
+            return m
+        return run
+
+    def attack_bench(unroll):
+        fn = jax.jit(lambda v, xx, yy, k: pgd(steps.eval_logits_fn(model, v), xx.astype(jnp.float32) / 255, yy, k,
+                                              unroll=unroll, **ATTACK))
+        v = sharding.replicate(variables, mesh)
+        return lambda: fn(v, x, y, key)
+
+    benches["train step (clean)"] = lambda: train_bench("standard", True)
+    benches["PGD-10 attack (unrolled)"] = lambda: attack_bench(True)
+    benches["PGD-10 attack (fori_loop)"] = lambda: attack_bench(False)
+    benches["PGD-10 AT step (unrolled)"] = lambda: train_bench("pgd_at", True)
+    benches["PGD-10 AT step (fori_loop)"] = lambda: train_bench("pgd_at", False)
+    only = [s.strip() for s in a.only.split(",") if s.strip()]
+    for name, make in benches.items():
+        if only and not any(o in name for o in only):
+            continue
+        compile_s, times = _time(make(), a.repeats)
+        ips = [a.batch / t for t in times]
+        print(f"{name:34s} {statistics.median(ips):10.1f} {max(ips):10.1f} {compile_s:10.1f}", flush=True)
+    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Command line: ``python -m rwsjax.main --config=configs/rift.py:cpu --workdir=DIR``.
+
+The config file's ``get_config(preset)`` builds an ``ml_collections``
+ConfigDict; any field can be overridden (``--config.at.epochs=5``).  The
+resolved config is printed and written to ``DIR/config.json``; the workflow
+named by ``config.workflow`` then runs (or resumes) in ``DIR``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from rwsjax.report.writers import write_json
+
+WORKFLOWS = ("rift",)
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/rift.py:cpu.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, reports and figures "
+                               "(re-running with the same workdir resumes).")
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO
+    config = _CONFIG.value
+    if config is None:
+        raise app.UsageError("--config is required, e.g. --config=configs/rift.py:cpu")
+    if _WORKDIR.value is None:
+        raise app.UsageError("--workdir is required, e.g. --workdir=runs/rift_cpu")
+    if config.workflow not in WORKFLOWS:
+        raise app.UsageError(f"unknown config.workflow {config.workflow!r}; valid: {WORKFLOWS}")
+    workdir = os.path.abspath(_WORKDIR.value)
+    os.makedirs(workdir, exist_ok=True)
+    print(config)
+    write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    workflow = importlib.import_module(f"rwsjax.workflows.{config.workflow}")
+    from rwsjax.train.loop import Preempted
+    try:
+        workflow.run(config, workdir)
+    except Preempted as e:
+        print(e, file=sys.stderr)
+        sys.exit(143)
+    print(f"done: results in {workdir}")
+
+
+if __name__ == "__main__":
+    app.run(main)

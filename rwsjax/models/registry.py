@@ -1,0 +1,78 @@
+"""Name -> model factory registry for the CIFAR model zoo."""
+
+from __future__ import annotations
+
+import operator
+
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from rwsjax.models.common import CIFAR10_MEAN, CIFAR10_STD, Dtype
+from rwsjax.models.preact_resnet import preact_resnet18
+from rwsjax.models.resnet import resnet18, resnet34
+from rwsjax.models.wide_resnet import wrn34_10
+
+_FACTORIES: dict[str, Callable[..., nn.Module]] = {
+    "resnet18": resnet18,
+    "resnet34": resnet34,
+    "preact_resnet18": preact_resnet18,
+    "wrn34_10": wrn34_10,
+}
+
+#: Names accepted by :func:`create_model`.
+MODELS: frozenset[str] = frozenset(_FACTORIES)
+
+
+def create_model(name: str, *, num_classes: int, width_multiplier: float = 1.0,
+                 mean: Sequence[float] = CIFAR10_MEAN,
+                 std: Sequence[float] = CIFAR10_STD,
+                 dtype: Dtype = jnp.float32) -> nn.Module:
+    """Build a model by name.
+
+    Args:
+      name: one of :data:`MODELS`: ``"resnet18"``, ``"resnet34"`` (kuangliu
+        CIFAR ResNets), ``"preact_resnet18"`` (kuangliu PreAct ResNet-18 +
+        final BN), ``"wrn34_10"`` (TRADES WideResNet-34-10).
+      num_classes: number of output logits K (>= 1).
+      width_multiplier: scales every channel count,
+        ``max(1, round(c * width_multiplier))``; e.g. 0.25 gives ResNet-18
+        base width 16.
+      mean, std: 3 per-channel normalization constants in [0, 1] pixel scale
+        (default CIFAR-10); the model computes ``(x - mean) / std`` itself.
+      dtype: computation dtype (e.g. ``jnp.bfloat16``); parameters and
+        returned logits are float32.
+
+    Returns:
+      An unbound Flax Linen module. ``model.init(key, x, train=False)``
+      returns ``{"params", "batch_stats"}``; ``model.apply(variables, x,
+      train=True, mutable=["batch_stats"])`` returns ``(logits, updates)``;
+      ``model.apply(variables, x, train=False)`` returns logits. ``x`` is a
+      float ``[B, H, W, 3]`` NHWC batch in [0, 1]; logits are float32
+      ``[B, num_classes]``.
+
+    Raises:
+      ValueError: unknown ``name`` (the message lists valid names),
+        ``num_classes < 1``, ``width_multiplier <= 0``, or ``mean``/``std``
+        not of length 3 or ``std`` not all positive.
+    """
+    if name not in _FACTORIES:
+        raise ValueError(f"unknown model {name!r}; valid names: {sorted(MODELS)}")
+    try:
+        num_classes = operator.index(num_classes)  # accepts numpy integers too
+    except TypeError:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}") from None
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    if not width_multiplier > 0:
+        raise ValueError(f"width_multiplier must be > 0, got {width_multiplier!r}")
+    mean = tuple(float(m) for m in mean)
+    std = tuple(float(s) for s in std)
+    if len(mean) != 3 or len(std) != 3:
+        raise ValueError(f"mean and std must have 3 entries, got {mean} and {std}")
+    if not all(s > 0 for s in std):
+        raise ValueError(f"std entries must be > 0, got {std}")
+    return _FACTORIES[name](num_classes=num_classes,
+                            width_multiplier=float(width_multiplier),
+                            mean=mean, std=std, dtype=dtype)

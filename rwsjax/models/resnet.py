@@ -1,0 +1,132 @@
+"""CIFAR ResNet-18 / ResNet-34 (He et al., 2016) in the kuangliu layout.
+
+Follows ``models/resnet.py`` of https://github.com/kuangliu/pytorch-cifar:
+3x3 stem conv (stride 1) + BN + ReLU, no max-pool, four stages of
+``BasicBlock`` with ``64w, 128w, 256w, 512w`` channels (strides 1, 2, 2, 2),
+global average pooling and a linear head. The only deviation is that pooling
+is global (``mean`` over H, W) rather than ``avg_pool2d(out, 4)``; the two are
+identical for 32x32 inputs and the global version also accepts e.g. 64x64.
+
+Module names map 1:1 to the PyTorch ``state_dict`` names via
+:func:`rwsjax.models.common.flax_path_to_torch_name`: ``conv1``, ``bn1``,
+``layer1_0`` ... ``layer4_1`` (``layer{i}.{j}``), ``linear``; inside a block
+``conv1``, ``bn1``, ``conv2``, ``bn2``, ``shortcut_0`` (1x1 conv) and
+``shortcut_1`` (BN).
+
+Parameter counts (width multiplier 1.0, 10 classes; BN running statistics
+are in ``batch_stats`` and not counted, as in PyTorch ``parameters()``):
+ResNet-18 = 11,173,962, ResNet-34 = 21,282,122.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from rwsjax.models.common import (CIFAR10_MEAN, CIFAR10_STD, Array, Dtype,
+                                  batch_norm, conv1x1, conv3x3, dense,
+                                  global_avg_pool, normalize, scale_width)
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: conv3x3-BN-ReLU-conv3x3-BN, + shortcut, ReLU.
+
+    Attributes:
+      in_planes: input channels.
+      planes: output channels.
+      stride: stride of the first conv and of the projection shortcut.
+      dtype: computation dtype.
+
+    The shortcut is a 1x1 conv (stride ``stride``) + BN when
+    ``stride != 1 or in_planes != planes``, identity otherwise.
+    """
+
+    in_planes: int
+    planes: int
+    stride: int = 1
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False) -> Array:
+        out = conv3x3(self.planes, self.stride, dtype=self.dtype, name="conv1")(x)
+        out = batch_norm(train, dtype=self.dtype, name="bn1")(out)
+        out = nn.relu(out)
+        out = conv3x3(self.planes, 1, dtype=self.dtype, name="conv2")(out)
+        out = batch_norm(train, dtype=self.dtype, name="bn2")(out)
+        if self.stride != 1 or self.in_planes != self.planes:
+            sc = conv1x1(self.planes, self.stride, dtype=self.dtype, name="shortcut_0")(x)
+            sc = batch_norm(train, dtype=self.dtype, name="shortcut_1")(sc)
+        else:
+            sc = x
+        return nn.relu(out + sc)
+
+
+class ResNet(nn.Module):
+    """CIFAR ResNet with basic blocks (kuangliu/pytorch-cifar layout).
+
+    Attributes:
+      stage_sizes: number of blocks per stage, ``(2, 2, 2, 2)`` for ResNet-18,
+        ``(3, 4, 6, 3)`` for ResNet-34.
+      num_classes: number of output logits.
+      width_multiplier: scales every channel count
+        (``max(1, round(c * width_multiplier))``); 1.0 gives 64/128/256/512.
+      mean, std: per-channel normalization constants in [0, 1] pixel scale.
+      dtype: computation dtype (parameters are always float32).
+
+    Call: ``model.apply(variables, x, train=...)`` with ``x`` float
+    ``[B, H, W, 3]`` in [0, 1] (H, W >= 8 recommended; 32 for CIFAR) returns
+    float32 logits ``[B, num_classes]``. With ``train=True`` pass
+    ``mutable=["batch_stats"]``.
+
+    Raises:
+      ValueError: on non-4-D input, channel count != ``len(mean)``, or
+        ``width_multiplier <= 0``.
+      TypeError: on non-floating input.
+    """
+
+    stage_sizes: Sequence[int]
+    num_classes: int = 10
+    width_multiplier: float = 1.0
+    mean: tuple[float, ...] = CIFAR10_MEAN
+    std: tuple[float, ...] = CIFAR10_STD
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False) -> Array:
+        x = normalize(x, self.mean, self.std, self.dtype)
+        in_planes = scale_width(64, self.width_multiplier)
+        out = conv3x3(in_planes, 1, dtype=self.dtype, name="conv1")(x)
+        out = batch_norm(train, dtype=self.dtype, name="bn1")(out)
+        out = nn.relu(out)
+        for i, n_blocks in enumerate(self.stage_sizes):
+            planes = scale_width(64 * 2**i, self.width_multiplier)
+            for j in range(n_blocks):
+                stride = (1 if i == 0 else 2) if j == 0 else 1
+                out = BasicBlock(in_planes, planes, stride, dtype=self.dtype,
+                                 name=f"layer{i + 1}_{j}")(out, train)
+                in_planes = planes
+        out = global_avg_pool(out)
+        logits = dense(self.num_classes, dtype=self.dtype, name="linear")(out)
+        return logits.astype(jnp.float32)
+
+
+def resnet18(*, num_classes: int = 10, width_multiplier: float = 1.0,
+             mean: tuple[float, ...] = CIFAR10_MEAN,
+             std: tuple[float, ...] = CIFAR10_STD,
+             dtype: Dtype = jnp.float32) -> ResNet:
+    """CIFAR ResNet-18 (stages ``[2, 2, 2, 2]``); 11,173,962 params at w=1, K=10."""
+    return ResNet(stage_sizes=(2, 2, 2, 2), num_classes=num_classes,
+                  width_multiplier=width_multiplier, mean=tuple(mean),
+                  std=tuple(std), dtype=dtype)
+
+
+def resnet34(*, num_classes: int = 10, width_multiplier: float = 1.0,
+             mean: tuple[float, ...] = CIFAR10_MEAN,
+             std: tuple[float, ...] = CIFAR10_STD,
+             dtype: Dtype = jnp.float32) -> ResNet:
+    """CIFAR ResNet-34 (stages ``[3, 4, 6, 3]``); 21,282,122 params at w=1, K=10."""
+    return ResNet(stage_sizes=(3, 4, 6, 3), num_classes=num_classes,
+                  width_multiplier=width_multiplier, mean=tuple(mean),
+                  std=tuple(std), dtype=dtype)

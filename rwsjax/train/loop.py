@@ -1,0 +1,154 @@
+"""The epoch loop shared by adversarial training and fine-tuning.
+
+Resumable: the state is checkpointed after every epoch and when SIGTERM or
+SIGINT arrives (after the step in flight finishes); running the same command
+again restores the latest checkpoint and continues at the exact batch where
+it stopped (the data order is a function of ``(seed, epoch)`` and the step's
+random key of ``(seed, step)``), so an interrupted run ends with the same
+weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from rwsjax.data.batching import steps_per_epoch, train_batches
+from rwsjax.data.sources import Split
+from rwsjax.train import sharding
+from rwsjax.train.checkpoint import Checkpoints
+from rwsjax.train.state import TrainState
+
+
+class Preempted(RuntimeError):
+    """Raised after a checkpoint was written in response to SIGTERM/SIGINT."""
+
+
+class _StopFlag:
+    requested: str | None = None
+
+
+@contextlib.contextmanager
+def stop_on_signal():
+    """Turn SIGTERM/SIGINT into a flag the loop checks between steps."""
+    flag = _StopFlag()
+
+    def handler(signum, _frame):
+        flag.requested = signal.Signals(signum).name
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread: no signal handling
+            pass
+    try:
+        yield flag
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+
+
+def fit(
+    *,
+    name: str,
+    directory: str,
+    state: TrainState,
+    train_step: Callable,
+    train: Split,
+    batch_size: int,
+    epochs: int,
+    seed: int,
+    mesh,
+    validate: Callable[[dict], dict],
+    select: str,
+    writer=None,
+) -> tuple[dict, list[dict]]:
+    """Train for ``epochs`` epochs, keep the variables of the best validation epoch.
+
+    Args:
+      name: stage name used in progress bars, logs and TensorBoard tags.
+      directory: checkpoint directory of this stage (created if missing).
+      state: initial :class:`TrainState` (ignored if a checkpoint exists).
+      train_step: jitted ``(state, images_u8, labels, key) -> (state, metrics)``.
+      train: training split (uint8 images ``[N,H,W,C]``, int32 labels ``[N]``).
+      validate: ``variables -> {metric: value}`` on the validation split.
+      select: the validation metric to maximize (e.g. ``"robust_accuracy"``).
+
+    Returns:
+      ``(best_variables, history)``: host (NumPy) variables of the epoch with the
+      highest ``validate(...)[select]``, and one dict per epoch.
+
+    Raises:
+      Preempted: SIGTERM/SIGINT arrived; a checkpoint of the current step was written.
+      FloatingPointError: the loss became NaN/inf; the last good checkpoint is kept.
+    """
+    spe = steps_per_epoch(len(train), batch_size)
+    ckpt = Checkpoints(directory)
+    best = jax.device_get(state.variables)
+    meta = {"history": [], "best_metric": None, "best_epoch": None}
+    if ckpt.latest_step() is not None:
+        state, best, meta = ckpt.restore(ckpt.latest_step(), state=state, best=best)
+        best = jax.device_get(best)
+        print(f"[{name}] resumed from {directory} at step {int(state.step)}")
+    # Fresh device buffers: the jitted step donates the state, which must not delete the caller's arrays.
+    state = sharding.replicate(jax.device_get(state), mesh)
+    base_key = jax.random.PRNGKey(seed)
+    step = int(state.step)
+    first_epoch, offset = divmod(step, spe)
+
+    def save():
+        ckpt.save(step, state=state, best=best, meta=meta)
+
+    with stop_on_signal() as stop:
+        for epoch in range(first_epoch, epochs):
+            bar = tqdm(total=spe, initial=offset, desc=f"{name} {epoch + 1}/{epochs}", leave=False)
+            sums = {}
+            for images, labels in train_batches(train, batch_size, seed=seed, epoch=epoch, start_step=offset):
+                key = jax.random.fold_in(base_key, step)
+                state, metrics = train_step(state, *sharding.shard_batch((images, labels), mesh), key)
+                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                if not np.isfinite(metrics["loss"]):
+                    ckpt.close()
+                    raise FloatingPointError(
+                        f"[{name}] loss is {metrics['loss']} at step {step + 1} (epoch {epoch + 1}); "
+                        f"stopped, the last good checkpoint in {directory} is kept. "
+                        "Lower the learning rate or check the data.")
+                step += 1
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                if writer is not None:
+                    for k, v in metrics.items():
+                        writer.add_scalar(f"{name}/train_{k}", v, step)
+                bar.update(1)
+                bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{100 * metrics['accuracy']:.1f}")
+                if stop.requested:
+                    save()
+                    ckpt.close()
+                    raise Preempted(f"[{name}] {stop.requested} received: checkpoint written at step "
+                                    f"{step} in {directory}; run the same command again to continue")
+            bar.close()
+            n = max(1, spe - offset)
+            offset = 0
+            record = {"epoch": epoch + 1, **{f"train_{k}": v / n for k, v in sums.items()}}
+            record.update({f"val_{k}": v for k, v in validate(state.variables).items()})
+            meta["history"].append(record)
+            if writer is not None:
+                for k, v in record.items():
+                    if k.startswith("val_"):
+                        writer.add_scalar(f"{name}/{k}", v, step)
+                writer.flush()
+            if meta["best_metric"] is None or record[f"val_{select}"] > meta["best_metric"]:
+                meta["best_metric"], meta["best_epoch"] = record[f"val_{select}"], epoch + 1
+                best = jax.device_get(state.variables)
+            print(f"[{name}] epoch {epoch + 1}/{epochs} " +
+                  " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
+            save()
+    ckpt.close()
+    return best, meta["history"]

@@ -1,0 +1,246 @@
+"""The RiFT pipeline (Zhu et al., ICCV 2023) as resumable stages.
+
+    data splits → θ_AT (PGD-AT) → X_adv fixed → MRC of every kernel
+      → θ_FT (fine-tune the least critical module) → α sweep on validation → α*
+      → test report (clean, PGD-10 worst of 3, OOD)
+
+Every stage writes its output into the workdir and is skipped when that
+output exists; the two training stages checkpoint every epoch (and on
+SIGTERM/SIGINT) and resume where they stopped.  The test split is only ever
+used for the final report; every choice (best AT epoch, best FT epoch, α*)
+is made on the validation split carved from train.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rwsjax.data.batching import steps_per_epoch
+from rwsjax.data.sources import DATASETS
+from rwsjax.data.splits import load_splits
+from rwsjax.models.registry import create_model
+from rwsjax.report import figures, tables
+from rwsjax.report.writers import read_json, write_json, write_text
+from rwsjax.rift.finetune import choose_modules, finetune_optimizer
+from rwsjax.rift.mrc import MRC
+from rwsjax.rift.select import select_alpha
+from rwsjax.train import checkpoint, sharding, steps
+from rwsjax.train.evaluate import evaluate
+from rwsjax.train.loop import fit
+from rwsjax.train.state import TrainState, sgd
+from rwsjax.weights.modules import call_order, kernels
+from rwsjax.weights.patch import interpolate
+
+
+def _summary_writer(config, workdir):
+    if not config.log.tensorboard:
+        return None
+    from tensorboardX import SummaryWriter
+    return SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+
+def _subset(split, size, seed):
+    """A seeded random subset of ``size`` examples (all when size is None or ≥ len)."""
+    if size is None or size >= len(split):
+        return split
+    return split.subset(np.sort(np.random.default_rng(seed).permutation(len(split))[:size]))
+
+
+class Setup:
+    """What every stage needs: splits, model, initial variables, mesh and compiled eval steps."""
+
+    def __init__(self, config, workdir):
+        self.config, self.workdir = config, workdir
+        self.mesh = sharding.make_mesh()
+        info = DATASETS[config.data.name]
+        self.splits = load_splits(config.data.name, data_dir=config.data.data_dir, val_size=config.data.val_size,
+                                  train_size=config.data.train_size, test_size=config.data.test_size,
+                                  seed=config.seed)
+        self.model = create_model(config.model.name, num_classes=info.num_classes,
+                                  width_multiplier=config.model.width_multiplier, mean=info.mean, std=info.std)
+        example = jnp.zeros((1,) + info.image_shape, jnp.float32)
+        self.init_variables = jax.jit(lambda k: self.model.init(k, example, train=False))(
+            jax.random.PRNGKey(config.seed))
+        self.kernels = kernels(self.init_variables["params"],
+                               call_order(self.model, self.init_variables, example))
+        self.val_robust = _subset(self.splits["val"], config.at.val_robust_size, config.seed + 1)
+        self.eval_attack = steps.attack_kwargs(config.eval)
+        self.writer = _summary_writer(config, workdir)
+        print(f"[data] {config.data.name}: train {len(self.splits['train'])}, val {len(self.splits['val'])} "
+              f"(attacked: {len(self.val_robust)}), test {len(self.splits['test'])}; "
+              f"{len(jax.devices())} device(s): {jax.devices()[0].platform}")
+
+    def eval_step(self, restarts: int | None):
+        """Clean-only (``restarts=None``) or PGD with ``restarts`` random restarts."""
+        if restarts is None:
+            return steps.make_eval_step(self.model, self.mesh)
+        return steps.make_eval_step(self.model, self.mesh, attack=self.eval_attack, restarts=restarts)
+
+    def evaluate(self, step, variables, split, desc):
+        return evaluate(step, variables, split, batch_size=self.config.eval.batch_size, mesh=self.mesh,
+                        seed=self.config.seed, desc=desc)
+
+
+def adversarial_training(s: Setup) -> dict:
+    """Stage 1: θ_AT by PGD-AT, best epoch by validation robust accuracy → ``at/final``."""
+    c, path = s.config, os.path.join(s.workdir, "at", "final")
+    if checkpoint.exists(path):
+        print(f"[at] done: loading {path}")
+        return checkpoint.load_variables(path, like=s.init_variables)
+    spe = steps_per_epoch(len(s.splits["train"]), c.at.batch_size)
+    tx = sgd(c.at.learning_rate, momentum=c.at.momentum, weight_decay=c.at.weight_decay, steps_per_epoch=spe,
+             decay_epochs=c.at.decay_epochs, decay_factor=c.at.decay_factor)
+    train_step = steps.make_train_step(s.model, tx, s.mesh, regime=c.at.regime,
+                                       attack=steps.attack_kwargs(c.attack), attack_bn=c.at.attack_bn)
+    val_step = s.eval_step(restarts=1)
+    best, history = fit(name="at", directory=os.path.join(s.workdir, "at", "checkpoints"),
+                        state=TrainState.create(s.init_variables, tx), train_step=train_step,
+                        train=s.splits["train"], batch_size=c.at.batch_size, epochs=c.at.epochs, seed=c.seed,
+                        mesh=s.mesh, validate=lambda v: s.evaluate(val_step, v, s.val_robust, "at val"),
+                        select="robust_accuracy", writer=s.writer)
+    write_json(os.path.join(s.workdir, "at", "history.json"), history)
+    figures.training_curves(history, os.path.join(s.workdir, "at", "curves.png"), "PGD-AT")
+    checkpoint.save_variables(path, best)
+    return checkpoint.load_variables(path, like=s.init_variables)
+
+
+def module_criticality(s: Setup, at_variables) -> list[dict]:
+    """Stage 2: PGD-10 examples fixed from θ_AT, MRC of every kernel → ``mrc.json``."""
+    c, path = s.config, os.path.join(s.workdir, "mrc.json")
+    if os.path.exists(path):
+        print(f"[mrc] done: loading {path}")
+        return read_json(path)["modules"]
+    source = _subset(s.splits["train"], c.mrc.num_examples, c.seed + 2)
+    craft = steps.make_adversarial_examples(s.model, s.mesh, attack=s.eval_attack)
+    bs = c.eval.batch_size
+    xs, base = [], jax.random.PRNGKey(c.seed + 3)
+    replicated = sharding.replicate(at_variables, s.mesh)
+    n = len(source)
+    for i in range(0, n, bs):
+        idx = np.arange(i, min(i + bs, n))
+        pad = np.concatenate([idx, np.full(bs - len(idx), idx[-1])])
+        x = craft(replicated, *sharding.shard_batch((source.images[pad], source.labels[pad]), s.mesh),
+                  jax.random.fold_in(base, i))
+        xs.append(np.asarray(jax.device_get(x))[: len(idx)])
+    x_adv = np.concatenate(xs)
+    mrc = MRC(s.model, at_variables, x_adv, source.labels, mesh=s.mesh, eps=c.mrc.eps, lr=c.mrc.learning_rate,
+              epochs=c.mrc.epochs, batch_size=c.mrc.batch_size, project_every=c.mrc.project_every, seed=c.seed)
+    rows = mrc.criticality(s.kernels)
+    write_json(path, {"eps": c.mrc.eps, "examples": n, "modules": rows})
+    write_text(os.path.join(s.workdir, "mrc.md"), tables.mrc_table(rows))
+    figures.mrc_bar_chart(rows, os.path.join(s.workdir, "mrc.png"),
+                          f"MRC of {c.model.name} ({c.data.name}), ε={c.mrc.eps}")
+    return rows
+
+
+def finetune(s: Setup, at_variables, modules: list[str]) -> dict:
+    """Stage 3: fine-tune ``modules`` of θ_AT on clean data; best epoch by validation clean accuracy."""
+    c, path = s.config, os.path.join(s.workdir, "ft", "final")
+    if checkpoint.exists(path):
+        print(f"[ft] done: loading {path}")
+        return checkpoint.load_variables(path, like=s.init_variables)
+    spe = steps_per_epoch(len(s.splits["train"]), c.ft.batch_size)
+    what = "all" if c.ft.modules == "all" else modules
+    tx = finetune_optimizer(at_variables["params"], what, learning_rate=c.ft.learning_rate,
+                            momentum=c.ft.momentum, weight_decay=c.ft.weight_decay, steps_per_epoch=spe,
+                            decay_epochs=c.ft.decay_epochs, decay_factor=c.ft.decay_factor)
+    train_step = steps.make_train_step(s.model, tx, s.mesh, regime="standard", bn_mode=c.ft.bn_mode)
+    val_step = s.eval_step(restarts=None)
+    state = TrainState.create(jax.tree.map(jnp.asarray, at_variables), tx)
+    best, history = fit(name="ft", directory=os.path.join(s.workdir, "ft", "checkpoints"), state=state,
+                        train_step=train_step, train=s.splits["train"], batch_size=c.ft.batch_size,
+                        epochs=c.ft.epochs, seed=c.seed + 4, mesh=s.mesh,
+                        validate=lambda v: s.evaluate(val_step, v, s.splits["val"], "ft val"),
+                        select="clean_accuracy", writer=s.writer)
+    write_json(os.path.join(s.workdir, "ft", "history.json"), history)
+    checkpoint.save_variables(path, best)
+    return checkpoint.load_variables(path, like=s.init_variables)
+
+
+def interpolation(s: Setup, at_variables, ft_variables) -> dict:
+    """Stage 4: validation accuracy along θ_α for α in the grid; α* by the paper's rule."""
+    c, path = s.config, os.path.join(s.workdir, "interpolation.json")
+    if os.path.exists(path):
+        print(f"[interp] done: loading {path}")
+        return read_json(path)
+    clean_step, adv_step = s.eval_step(restarts=None), s.eval_step(restarts=c.interp.restarts)
+
+    def measure(alpha):
+        v = interpolate(at_variables, ft_variables, alpha)
+        clean = s.evaluate(clean_step, v, s.splits["val"], f"α={alpha:.1f} clean")["clean_accuracy"]
+        robust = s.evaluate(adv_step, v, s.val_robust, f"α={alpha:.1f} adv")["robust_accuracy"]
+        print(f"[interp] α={alpha:.2f}: val clean {clean:.2f}%  val adv {robust:.2f}%")
+        return {"alpha": float(alpha), "clean_accuracy": clean, "robust_accuracy": robust}
+
+    sweep = [measure(a) for a in c.interp.alphas]
+    reference = next((m for m in sweep if m["alpha"] == 0.0), None) or measure(0.0)
+    i = select_alpha([m["alpha"] for m in sweep], [m["clean_accuracy"] for m in sweep],
+                     [m["robust_accuracy"] for m in sweep],
+                     reference_adversarial=reference["robust_accuracy"], tolerance=c.interp.tolerance)
+    out = {"sweep": sweep, "alpha_star": sweep[i]["alpha"], "reference": reference, "tolerance": c.interp.tolerance}
+    write_json(path, out)
+    figures.alpha_curve(sweep, out["alpha_star"], os.path.join(s.workdir, "interpolation.png"))
+    return out
+
+
+def report(s: Setup, at_variables, rift_variables, rows, modules, interp, timings) -> dict:
+    """Stage 5: test-split clean and PGD-10 (worst of ``eval.restarts``) accuracy → results.json, report.md."""
+    c = s.config
+    test_step = s.eval_step(restarts=c.eval.restarts)
+    at = s.evaluate(test_step, at_variables, s.splits["test"], "test θ_AT")
+    rift = s.evaluate(test_step, rift_variables, s.splits["test"], "test θ_RiFT")
+    for m in (at, rift):
+        m["ood_accuracy"] = None  # not computed: needs the corrupted test sets
+    results = {
+        "dataset": c.data.name, "model": c.model.name, "width_multiplier": c.model.width_multiplier,
+        "preset": c.preset, "devices": [str(d) for d in jax.devices()],
+        "splits": {k: len(v) for k, v in s.splits.items()},
+        "attack": {"eval": s.eval_attack, "restarts": c.eval.restarts},
+        "at": at, "rift": rift, "alpha_star": interp["alpha_star"], "finetuned_modules": modules,
+        "mrc": [{k: v for k, v in r.items() if k != "history"} for r in rows],
+        "interpolation": interp["sweep"], "timings_s": timings,
+    }
+    write_json(os.path.join(s.workdir, "results.json"), results)
+    md = ["# RiFT report", "",
+          f"{c.model.name} (width ×{c.model.width_multiplier}) on {c.data.name}, preset `{c.preset}`; "
+          f"test split of {len(s.splits['test'])} images; adversarial = PGD-{c.eval.steps} ℓ∞ ε=8/255 "
+          f"(step 2/255), worst case over {c.eval.restarts} restarts; OOD n/c = not computed.", "",
+          tables.rift_table(results), "",
+          f"Fine-tuned module(s): {', '.join(modules)} (strategy `{c.ft.modules}`); α* = {interp['alpha_star']:.1f}.",
+          "", "## α sweep (validation)", "", tables.alpha_table(interp["sweep"], interp["alpha_star"]),
+          "", "## Module robust criticality", "", tables.mrc_table(rows), "",
+          "## Stage timings (s)", "", tables.markdown_table(["stage", "seconds"], list(timings.items()))]
+    write_text(os.path.join(s.workdir, "report.md"), "\n".join(md))
+    print(tables.rift_table(results))
+    return results
+
+
+def run(config, workdir: str) -> dict:
+    """Run (or resume) the whole RiFT pipeline in ``workdir``; returns the results dict."""
+    timings = {}
+    t = time.time()
+    s = Setup(config, workdir)
+    timings["setup"] = time.time() - t
+
+    def timed(name, fn, *args):
+        t0 = time.time()
+        out = fn(*args)
+        timings[name] = round(time.time() - t0, 1)
+        return out
+
+    at_variables = timed("adversarial_training", adversarial_training, s)
+    rows = timed("mrc", module_criticality, s, at_variables)
+    modules = choose_modules(rows, config.ft.modules, config.ft.top_k)
+    print(f"[rift] fine-tuning {modules} (strategy {config.ft.modules})")
+    ft_variables = timed("finetune", finetune, s, at_variables, modules)
+    interp = timed("interpolation", interpolation, s, at_variables, ft_variables)
+    rift_variables = interpolate(at_variables, ft_variables, interp["alpha_star"])
+    results = timed("report", report, s, at_variables, rift_variables, rows, modules, interp, timings)
+    if s.writer is not None:
+        s.writer.close()
+    return results
