@@ -109,11 +109,11 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     if preset == "cpu":
         # ResNet-18 at width 16 on a stratified CIFAR-10 subset; the whole pipeline in < 40 min on 2 cores.
         c.model.width_multiplier = 0.25
-        c.data.train_size = 8000
+        c.data.train_size = 6000
         c.data.val_size = 500
         c.data.test_size = 1000
-        c.at.epochs = 8
-        c.at.decay_epochs = (6, 7)
+        c.at.epochs = 6
+        c.at.decay_epochs = (4, 5)
         c.at.val_robust_size = 500
         c.mrc.num_examples = 512
         c.mrc.epochs = 5
