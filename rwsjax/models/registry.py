@@ -11,14 +11,17 @@ import jax.numpy as jnp
 
 from rwsjax.models.common import CIFAR10_MEAN, CIFAR10_STD, Dtype
 from rwsjax.models.preact_resnet import preact_resnet18
-from rwsjax.models.resnet import resnet18, resnet34
+from rwsjax.models.resnet import resnet18, resnet34, resnet50
+from rwsjax.models.vgg import vgg16
 from rwsjax.models.wide_resnet import wrn34_10
 
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "resnet18": resnet18,
     "resnet34": resnet34,
+    "resnet50": resnet50,
     "preact_resnet18": preact_resnet18,
     "wrn34_10": wrn34_10,
+    "vgg16": vgg16,
 }
 
 #: Names accepted by :func:`create_model`.
@@ -32,9 +35,12 @@ def create_model(name: str, *, num_classes: int, width_multiplier: float = 1.0,
     """Build a model by name.
 
     Args:
-      name: one of :data:`MODELS`: ``"resnet18"``, ``"resnet34"`` (kuangliu
-        CIFAR ResNets), ``"preact_resnet18"`` (kuangliu PreAct ResNet-18 +
-        final BN), ``"wrn34_10"`` (TRADES WideResNet-34-10).
+      name: one of :data:`MODELS`: ``"resnet18"``, ``"resnet34"``,
+        ``"resnet50"`` (kuangliu CIFAR ResNets; ResNet-50 with bottleneck
+        blocks), ``"preact_resnet18"`` (kuangliu PreAct ResNet-18 + final
+        BN), ``"wrn34_10"`` (TRADES WideResNet-34-10), ``"vgg16"`` (VGG-16
+        conv features without BatchNorm + global average pooling + one
+        linear layer, as in Robust Weight Signatures).
       num_classes: number of output logits K (>= 1).
       width_multiplier: scales every channel count,
         ``max(1, round(c * width_multiplier))``; e.g. 0.25 gives ResNet-18
@@ -46,8 +52,11 @@ def create_model(name: str, *, num_classes: int, width_multiplier: float = 1.0,
 
     Returns:
       An unbound Flax Linen module. ``model.init(key, x, train=False)``
-      returns ``{"params", "batch_stats"}``; ``model.apply(variables, x,
-      train=True, mutable=["batch_stats"])`` returns ``(logits, updates)``;
+      returns ``{"params", "batch_stats"}`` (only ``{"params"}`` for
+      ``"vgg16"``, which has no BatchNorm); ``model.apply(variables, x,
+      train=True, mutable=["batch_stats"])`` returns ``(logits, updates)``
+      (for ``"vgg16"``, ``updates`` is ``{}``, or ``{"batch_stats": {}}`` when
+      ``variables`` holds an empty ``"batch_stats"`` collection);
       ``model.apply(variables, x, train=False)`` returns logits. ``x`` is a
       float ``[B, H, W, 3]`` NHWC batch in [0, 1]; logits are float32
       ``[B, num_classes]``.

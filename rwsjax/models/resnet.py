@@ -1,26 +1,27 @@
-"""CIFAR ResNet-18 / ResNet-34 (He et al., 2016) in the kuangliu layout.
+"""CIFAR ResNet-18 / 34 / 50 (He et al., 2016) in the kuangliu layout.
 
 Follows ``models/resnet.py`` of https://github.com/kuangliu/pytorch-cifar:
 3x3 stem conv (stride 1) + BN + ReLU, no max-pool, four stages of
-``BasicBlock`` with ``64w, 128w, 256w, 512w`` channels (strides 1, 2, 2, 2),
-global average pooling and a linear head. The only deviation is that pooling
+``BasicBlock`` (ResNet-18/34) or ``Bottleneck`` (ResNet-50, expansion 4) with
+``64w, 128w, 256w, 512w`` planes (strides 1, 2, 2, 2), global average pooling
+and a linear head. The only deviation is that pooling
 is global (``mean`` over H, W) rather than ``avg_pool2d(out, 4)``; the two are
 identical for 32x32 inputs and the global version also accepts e.g. 64x64.
 
 Module names map 1:1 to the PyTorch ``state_dict`` names via
 :func:`rwsjax.models.common.flax_path_to_torch_name`: ``conv1``, ``bn1``,
 ``layer1_0`` ... ``layer4_1`` (``layer{i}.{j}``), ``linear``; inside a block
-``conv1``, ``bn1``, ``conv2``, ``bn2``, ``shortcut_0`` (1x1 conv) and
-``shortcut_1`` (BN).
+``conv1``, ``bn1``, ``conv2``, ``bn2`` (and ``conv3``, ``bn3`` in a
+``Bottleneck``), ``shortcut_0`` (1x1 conv) and ``shortcut_1`` (BN).
 
 Parameter counts (width multiplier 1.0, 10 classes; BN running statistics
 are in ``batch_stats`` and not counted, as in PyTorch ``parameters()``):
-ResNet-18 = 11,173,962, ResNet-34 = 21,282,122.
+ResNet-18 = 11,173,962, ResNet-34 = 21,282,122, ResNet-50 = 23,520,842.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, ClassVar, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -43,6 +44,9 @@ class BasicBlock(nn.Module):
     ``stride != 1 or in_planes != planes``, identity otherwise.
     """
 
+    #: output channels = ``expansion * planes``.
+    expansion: ClassVar[int] = 1
+
     in_planes: int
     planes: int
     stride: int = 1
@@ -63,17 +67,63 @@ class BasicBlock(nn.Module):
         return nn.relu(out + sc)
 
 
+class Bottleneck(nn.Module):
+    """ResNet bottleneck block (kuangliu ``Bottleneck``, expansion 4).
+
+    ``conv1`` 1x1 -> ``bn1`` -> ReLU -> ``conv2`` 3x3 (stride ``stride``) ->
+    ``bn2`` -> ReLU -> ``conv3`` 1x1 (``4 * planes``) -> ``bn3``, + shortcut,
+    ReLU. As in kuangliu (and torchvision v1.5) the stride sits on the 3x3 conv.
+
+    Attributes:
+      in_planes: input channels.
+      planes: bottleneck channels; the block outputs ``4 * planes``.
+      stride: stride of ``conv2`` and of the projection shortcut.
+      dtype: computation dtype.
+
+    The shortcut is a 1x1 conv (stride ``stride``) + BN (``shortcut_0``,
+    ``shortcut_1``) when ``stride != 1 or in_planes != 4 * planes``, identity
+    otherwise.
+    """
+
+    #: output channels = ``expansion * planes``.
+    expansion: ClassVar[int] = 4
+
+    in_planes: int
+    planes: int
+    stride: int = 1
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False) -> Array:
+        out_planes = self.expansion * self.planes
+        out = conv1x1(self.planes, 1, dtype=self.dtype, name="conv1")(x)
+        out = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(out))
+        out = conv3x3(self.planes, self.stride, dtype=self.dtype, name="conv2")(out)
+        out = nn.relu(batch_norm(train, dtype=self.dtype, name="bn2")(out))
+        out = conv1x1(out_planes, 1, dtype=self.dtype, name="conv3")(out)
+        out = batch_norm(train, dtype=self.dtype, name="bn3")(out)
+        if self.stride != 1 or self.in_planes != out_planes:
+            sc = conv1x1(out_planes, self.stride, dtype=self.dtype, name="shortcut_0")(x)
+            sc = batch_norm(train, dtype=self.dtype, name="shortcut_1")(sc)
+        else:
+            sc = x
+        return nn.relu(out + sc)
+
+
 class ResNet(nn.Module):
-    """CIFAR ResNet with basic blocks (kuangliu/pytorch-cifar layout).
+    """CIFAR ResNet (kuangliu/pytorch-cifar layout).
 
     Attributes:
       stage_sizes: number of blocks per stage, ``(2, 2, 2, 2)`` for ResNet-18,
-        ``(3, 4, 6, 3)`` for ResNet-34.
+        ``(3, 4, 6, 3)`` for ResNet-34 and ResNet-50.
       num_classes: number of output logits.
       width_multiplier: scales every channel count
         (``max(1, round(c * width_multiplier))``); 1.0 gives 64/128/256/512.
       mean, std: per-channel normalization constants in [0, 1] pixel scale.
       dtype: computation dtype (parameters are always float32).
+      block_cls: :class:`BasicBlock` (default; ResNet-18/34) or
+        :class:`Bottleneck` (ResNet-50); its ``expansion`` sets the block
+        output width ``expansion * planes``.
 
     Call: ``model.apply(variables, x, train=...)`` with ``x`` float
     ``[B, H, W, 3]`` in [0, 1] (H, W >= 8 recommended; 32 for CIFAR) returns
@@ -92,6 +142,7 @@ class ResNet(nn.Module):
     mean: tuple[float, ...] = CIFAR10_MEAN
     std: tuple[float, ...] = CIFAR10_STD
     dtype: Dtype = jnp.float32
+    block_cls: Any = BasicBlock
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
@@ -104,9 +155,9 @@ class ResNet(nn.Module):
             planes = scale_width(64 * 2**i, self.width_multiplier)
             for j in range(n_blocks):
                 stride = (1 if i == 0 else 2) if j == 0 else 1
-                out = BasicBlock(in_planes, planes, stride, dtype=self.dtype,
-                                 name=f"layer{i + 1}_{j}")(out, train)
-                in_planes = planes
+                out = self.block_cls(in_planes, planes, stride, dtype=self.dtype,
+                                     name=f"layer{i + 1}_{j}")(out, train)
+                in_planes = self.block_cls.expansion * planes
         out = global_avg_pool(out)
         logits = dense(self.num_classes, dtype=self.dtype, name="linear")(out)
         return logits.astype(jnp.float32)
@@ -130,3 +181,14 @@ def resnet34(*, num_classes: int = 10, width_multiplier: float = 1.0,
     return ResNet(stage_sizes=(3, 4, 6, 3), num_classes=num_classes,
                   width_multiplier=width_multiplier, mean=tuple(mean),
                   std=tuple(std), dtype=dtype)
+
+
+def resnet50(*, num_classes: int = 10, width_multiplier: float = 1.0,
+             mean: tuple[float, ...] = CIFAR10_MEAN,
+             std: tuple[float, ...] = CIFAR10_STD,
+             dtype: Dtype = jnp.float32) -> ResNet:
+    """CIFAR ResNet-50 (``Bottleneck``, stages ``[3, 4, 6, 3]``); 23,520,842
+    params at w=1, K=10."""
+    return ResNet(stage_sizes=(3, 4, 6, 3), num_classes=num_classes,
+                  width_multiplier=width_multiplier, mean=tuple(mean),
+                  std=tuple(std), dtype=dtype, block_cls=Bottleneck)

@@ -87,7 +87,7 @@ class MRC:
     # -- pure pieces -------------------------------------------------------
     def _logits(self, variables, path, delta, x):
         params = perturb(variables["params"], path, delta)
-        return self.model.apply({"params": params, "batch_stats": variables["batch_stats"]}, x, train=False)
+        return self.model.apply({"params": params, "batch_stats": variables.get("batch_stats", {})}, x, train=False)
 
     def _ascend_impl(self, variables, delta, radius, x, y, *, path, project):
         grad = jax.grad(lambda d: jnp.mean(cross_entropy(self._logits(variables, path, d, x), y)))(delta)
@@ -105,7 +105,7 @@ class MRC:
         """Mean CE loss and accuracy (%) on the whole fixed set at θ_AT + Δ on ``path``."""
         loss = correct = 0.0
         variables = {"params": perturb(self.variables["params"], path, delta),
-                     "batch_stats": self.variables["batch_stats"]}
+                     "batch_stats": self.variables.get("batch_stats", {})}
         for x, y, m in self._eval_batches:
             l, c = jax.device_get(self._loss(variables, x, y, m))
             loss, correct = loss + float(l), correct + float(c)

@@ -22,19 +22,21 @@ def evaluate(eval_step: Callable, variables: dict, split: Split, *, batch_size: 
 
     Returns:
       ``{"clean_accuracy": %, "robust_accuracy": %, "loss": mean clean CE, "n": examples}``
-      with accuracies in percent.
+      with accuracies in percent; no ``robust_accuracy`` for a clean-only step.
     """
     if len(split) == 0:
         raise ValueError(f"{desc}: the split is empty; give it at least one example")
     variables = sharding.replicate(variables, mesh)
     base = jax.random.PRNGKey(seed)
-    totals = {"clean": 0, "robust": 0, "loss": 0.0}
+    totals = {}
     n_batches = -(-len(split) // batch_size)
     for i, batch in enumerate(tqdm(eval_batches(split, batch_size), total=n_batches, desc=desc, leave=False)):
         out = jax.device_get(eval_step(variables, *sharding.shard_batch(batch, mesh),
                                        jax.random.fold_in(base, i)))
-        for k in totals:
-            totals[k] += out[k].item()
+        for k, v in out.items():
+            totals[k] = totals.get(k, 0) + v.item()
     n = len(split)
-    return {"clean_accuracy": 100.0 * totals["clean"] / n, "robust_accuracy": 100.0 * totals["robust"] / n,
-            "loss": totals["loss"] / n, "n": n}
+    result = {"clean_accuracy": 100.0 * totals["clean"] / n, "loss": totals["loss"] / n, "n": n}
+    if "robust" in totals:
+        result["robust_accuracy"] = 100.0 * totals["robust"] / n
+    return result

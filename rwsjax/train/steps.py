@@ -124,7 +124,7 @@ def make_eval_step(model: nn.Module, mesh, *, attack: dict | None = None, restar
       ``evaluate(variables, images_u8 [B,H,W,C], labels [B], mask [B] bool, key)
       -> {"clean": int, "robust": int, "loss": float}`` — counts of correct
       masked examples (robust = correct under every one of ``restarts`` PGD
-      runs; equal to clean when ``attack`` is None) and the summed clean loss.
+      runs; no ``robust`` entry when ``attack`` is None) and the summed clean loss.
     """
 
     def evaluate(variables, images_u8, labels, mask, key):
@@ -133,11 +133,11 @@ def make_eval_step(model: nn.Module, mesh, *, attack: dict | None = None, restar
         logits = fn(x)
         clean = jnp.argmax(logits, -1) == labels
         loss = jnp.sum(jnp.where(mask, pgd_lib.cross_entropy(logits, labels), 0.0))
-        if attack is None:
-            robust = clean
-        else:
+        out = {"clean": jnp.sum(clean & mask), "loss": loss}
+        if attack is not None:
             _, robust = pgd_lib.robust_correct(fn, x, labels, key, restarts=restarts, **attack)
-        return {"clean": jnp.sum(clean & mask), "robust": jnp.sum(robust & mask), "loss": loss}
+            out["robust"] = jnp.sum(robust & mask)
+        return out
 
     rep, data = sharding.replicated(mesh), sharding.batch_sharded(mesh)
     return jax.jit(evaluate, in_shardings=(rep, data, data, data, rep), out_shardings=rep)

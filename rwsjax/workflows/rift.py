@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rwsjax.data.batching import steps_per_epoch
+from rwsjax.data.batching import eval_batches, steps_per_epoch
 from rwsjax.data.sources import DATASETS
 from rwsjax.data.splits import load_splits
 from rwsjax.models.registry import create_model
@@ -70,16 +70,19 @@ class Setup:
                                call_order(self.model, self.init_variables, example))
         self.val_robust = _subset(self.splits["val"], config.at.val_robust_size, config.seed + 1)
         self.eval_attack = steps.attack_kwargs(config.eval)
+        self._eval_steps = {}
         self.writer = _summary_writer(config, workdir)
         print(f"[data] {config.data.name}: train {len(self.splits['train'])}, val {len(self.splits['val'])} "
               f"(attacked: {len(self.val_robust)}), test {len(self.splits['test'])}; "
               f"{len(jax.devices())} device(s): {jax.devices()[0].platform}")
 
     def eval_step(self, restarts: int | None):
-        """Clean-only (``restarts=None``) or PGD with ``restarts`` random restarts."""
-        if restarts is None:
-            return steps.make_eval_step(self.model, self.mesh)
-        return steps.make_eval_step(self.model, self.mesh, attack=self.eval_attack, restarts=restarts)
+        """Clean-only (``restarts=None``) or PGD with ``restarts`` random restarts; compiled once each."""
+        if restarts not in self._eval_steps:
+            attack = None if restarts is None else self.eval_attack
+            self._eval_steps[restarts] = steps.make_eval_step(self.model, self.mesh, attack=attack,
+                                                              restarts=restarts or 1)
+        return self._eval_steps[restarts]
 
     def evaluate(self, step, variables, split, desc):
         return evaluate(step, variables, split, batch_size=self.config.eval.batch_size, mesh=self.mesh,
@@ -117,17 +120,14 @@ def module_criticality(s: Setup, at_variables) -> list[dict]:
         return read_json(path)["modules"]
     source = _subset(s.splits["train"], c.mrc.num_examples, c.seed + 2)
     craft = steps.make_adversarial_examples(s.model, s.mesh, attack=s.eval_attack)
-    bs = c.eval.batch_size
-    xs, base = [], jax.random.PRNGKey(c.seed + 3)
+    base = jax.random.PRNGKey(c.seed + 3)
     replicated = sharding.replicate(at_variables, s.mesh)
-    n = len(source)
-    for i in range(0, n, bs):
-        idx = np.arange(i, min(i + bs, n))
-        pad = np.concatenate([idx, np.full(bs - len(idx), idx[-1])])
-        x = craft(replicated, *sharding.shard_batch((source.images[pad], source.labels[pad]), s.mesh),
-                  jax.random.fold_in(base, i))
-        xs.append(np.asarray(jax.device_get(x))[: len(idx)])
+    xs = []
+    for i, (images, labels, mask) in enumerate(eval_batches(source, c.eval.batch_size)):
+        x = craft(replicated, *sharding.shard_batch((images, labels), s.mesh), jax.random.fold_in(base, i))
+        xs.append(np.asarray(jax.device_get(x))[mask])
     x_adv = np.concatenate(xs)
+    n = len(source)
     mrc = MRC(s.model, at_variables, x_adv, source.labels, mesh=s.mesh, eps=c.mrc.eps, lr=c.mrc.learning_rate,
               epochs=c.mrc.epochs, batch_size=c.mrc.batch_size, project_every=c.mrc.project_every, seed=c.seed)
     rows = mrc.criticality(s.kernels)

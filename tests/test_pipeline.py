@@ -1,0 +1,59 @@
+"""The RiFT pipeline end to end on real CIFAR-10 (smoke preset), killed mid-training and resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, needs_data
+
+
+def _steps(directory):
+    return sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(directory) else []
+
+
+@needs_data
+@pytest.mark.slow
+def test_smoke_pipeline_end_to_end_with_resume(tmp_path):
+    workdir = tmp_path / "smoke"
+    cmd = [sys.executable, "-m", "rwsjax.main", f"--config={ROOT}/configs/rift.py:smoke", f"--workdir={workdir}",
+           "--config.log.tensorboard=False"]
+    ckpts = workdir / "at" / "checkpoints"
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        deadline = time.time() + 600
+        while not _steps(ckpts):  # wait for the end-of-epoch-1 checkpoint, then kill without warning
+            assert first.poll() is None, open(tmp_path / "first.log").read()[-3000:]
+            assert time.time() < deadline, "no checkpoint within 10 minutes"
+            time.sleep(0.2)
+        first.kill()
+        first.wait()
+    killed_at = _steps(ckpts)[-1]
+    assert killed_at > 0 and not (workdir / "at" / "final").exists()
+
+    second = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    out = second.stdout + second.stderr
+    assert second.returncode == 0, out[-4000:]
+    assert f"[at] resumed from {ckpts} at step {killed_at}" in out  # resumed instead of starting over
+
+    results = json.loads((workdir / "results.json").read_text())
+    assert len(results["mrc"]) == 21
+    assert results["mrc"][0]["module"] == "conv1" and results["mrc"][-1]["module"] == "linear"
+    assert all(r["mrc"] >= 0 for r in results["mrc"])
+    least = min(results["mrc"], key=lambda r: r["mrc"])["module"]
+    assert results["finetuned_modules"] == [least]
+    assert results["alpha_star"] in (0.0, 0.5, 1.0)
+    for model in ("at", "rift"):
+        m = results[model]
+        assert 0 <= m["robust_accuracy"] <= m["clean_accuracy"] <= 100
+        assert m["ood_accuracy"] is None and m["n"] == 100
+    history = json.loads((workdir / "at" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    for name in ("config.json", "report.md", "mrc.md", "mrc.png", "interpolation.png", "interpolation.json"):
+        assert (workdir / name).exists(), name
+    assert "| AT + RiFT" in (workdir / "report.md").read_text()
