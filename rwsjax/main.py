@@ -49,5 +49,18 @@ def main(argv):
     print(f"done: results in {workdir}")
 
 
+def _parse_flags(argv):
+    """absl flag parsing, with a bad ``--config.*`` override reported in one line instead of a traceback."""
+    try:
+        return flags.FLAGS(argv)
+    except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
+        overrides = [a for a in argv[1:] if a.startswith("--config")]
+        detail = str(e)
+        if len(detail) > 1 and detail[0] == detail[-1] == "'":  # AttributeError repr of a KeyError message
+            detail = detail[1:-1]
+        detail = detail.replace("\\n", " ").replace("\n", " ").replace("\\'", "'")
+        sys.exit(f"error: bad --config or override among {overrides}: {detail}")
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

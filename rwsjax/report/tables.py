@@ -54,3 +54,12 @@ def alpha_table(sweep: Sequence[dict], alpha_star: float) -> str:
     body = [[f"{s['alpha']:.1f}" + (" ←α*" if abs(s["alpha"] - alpha_star) < 1e-9 else ""),
              s["clean_accuracy"], s["robust_accuracy"]] for s in sweep]
     return markdown_table(["α", "val std acc. (%)", "val adv. acc. (%)"], body)
+
+
+def ood_table(summary: dict) -> str:
+    """Per-corruption accuracy (mean over severities) for each model, plus the summary means."""
+    models = list(summary)
+    names = list(next(iter(summary.values()))["per_corruption"])
+    rows = [[n] + [summary[m]["per_corruption"].get(n) for m in models] for n in names]
+    rows += [[f"**{k}**"] + [summary[m].get(k) for m in models] for k in ("mean_15", "mean_rift18", "mean_19")]
+    return markdown_table(["corruption"] + [f"{m} acc. (%)" for m in models], rows)

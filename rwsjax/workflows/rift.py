@@ -21,9 +21,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from rwsjax.data.batching import eval_batches, steps_per_epoch
-from rwsjax.data.sources import DATASETS
-from rwsjax.data.splits import load_splits
-from rwsjax.models.registry import create_model
 from rwsjax.report import figures, tables
 from rwsjax.report.writers import read_json, write_json, write_text
 from rwsjax.rift.finetune import choose_modules, finetune_optimizer
@@ -33,60 +30,9 @@ from rwsjax.train import checkpoint, sharding, steps
 from rwsjax.train.evaluate import evaluate
 from rwsjax.train.loop import fit
 from rwsjax.train.state import TrainState, sgd
-from rwsjax.weights.modules import call_order, kernels
 from rwsjax.weights.patch import interpolate
-
-
-def _summary_writer(config, workdir):
-    if not config.log.tensorboard:
-        return None
-    from tensorboardX import SummaryWriter
-    return SummaryWriter(os.path.join(workdir, "tensorboard"))
-
-
-def _subset(split, size, seed):
-    """A seeded random subset of ``size`` examples (all when size is None or ≥ len)."""
-    if size is None or size >= len(split):
-        return split
-    return split.subset(np.sort(np.random.default_rng(seed).permutation(len(split))[:size]))
-
-
-class Setup:
-    """What every stage needs: splits, model, initial variables, mesh and compiled eval steps."""
-
-    def __init__(self, config, workdir):
-        self.config, self.workdir = config, workdir
-        self.mesh = sharding.make_mesh()
-        info = DATASETS[config.data.name]
-        self.splits = load_splits(config.data.name, data_dir=config.data.data_dir, val_size=config.data.val_size,
-                                  train_size=config.data.train_size, test_size=config.data.test_size,
-                                  seed=config.seed)
-        self.model = create_model(config.model.name, num_classes=info.num_classes,
-                                  width_multiplier=config.model.width_multiplier, mean=info.mean, std=info.std)
-        example = jnp.zeros((1,) + info.image_shape, jnp.float32)
-        self.init_variables = jax.jit(lambda k: self.model.init(k, example, train=False))(
-            jax.random.PRNGKey(config.seed))
-        self.kernels = kernels(self.init_variables["params"],
-                               call_order(self.model, self.init_variables, example))
-        self.val_robust = _subset(self.splits["val"], config.at.val_robust_size, config.seed + 1)
-        self.eval_attack = steps.attack_kwargs(config.eval)
-        self._eval_steps = {}
-        self.writer = _summary_writer(config, workdir)
-        print(f"[data] {config.data.name}: train {len(self.splits['train'])}, val {len(self.splits['val'])} "
-              f"(attacked: {len(self.val_robust)}), test {len(self.splits['test'])}; "
-              f"{len(jax.devices())} device(s): {jax.devices()[0].platform}")
-
-    def eval_step(self, restarts: int | None):
-        """Clean-only (``restarts=None``) or PGD with ``restarts`` random restarts; compiled once each."""
-        if restarts not in self._eval_steps:
-            attack = None if restarts is None else self.eval_attack
-            self._eval_steps[restarts] = steps.make_eval_step(self.model, self.mesh, attack=attack,
-                                                              restarts=restarts or 1)
-        return self._eval_steps[restarts]
-
-    def evaluate(self, step, variables, split, desc):
-        return evaluate(step, variables, split, batch_size=self.config.eval.batch_size, mesh=self.mesh,
-                        seed=self.config.seed, desc=desc)
+from rwsjax.workflows import ood
+from rwsjax.workflows.common import Setup, subset
 
 
 def adversarial_training(s: Setup) -> dict:
@@ -118,7 +64,7 @@ def module_criticality(s: Setup, at_variables) -> list[dict]:
     if os.path.exists(path):
         print(f"[mrc] done: loading {path}")
         return read_json(path)["modules"]
-    source = _subset(s.splits["train"], c.mrc.num_examples, c.seed + 2)
+    source = subset(s.splits["train"], c.mrc.num_examples, c.seed + 2)
     craft = steps.make_adversarial_examples(s.model, s.mesh, attack=s.eval_attack)
     base = jax.random.PRNGKey(c.seed + 3)
     replicated = sharding.replicate(at_variables, s.mesh)
@@ -194,8 +140,12 @@ def report(s: Setup, at_variables, rift_variables, rows, modules, interp, timing
     test_step = s.eval_step(restarts=c.eval.restarts)
     at = s.evaluate(test_step, at_variables, s.splits["test"], "test θ_AT")
     rift = s.evaluate(test_step, rift_variables, s.splits["test"], "test θ_RiFT")
-    for m in (at, rift):
-        m["ood_accuracy"] = None  # not computed: needs the corrupted test sets
+    ood_results = None
+    if c.ood.enabled:
+        ood_results = ood.evaluate_ood(s, {"at": at_variables, "rift": rift_variables},
+                                       os.path.join(s.workdir, "ood.json"))
+    for name, m in (("at", at), ("rift", rift)):
+        m["ood_accuracy"] = ood_results["ood_accuracy"][name] if ood_results else None  # None: not computed
     results = {
         "dataset": c.data.name, "model": c.model.name, "width_multiplier": c.model.width_multiplier,
         "preset": c.preset, "devices": [str(d) for d in jax.devices()],
@@ -204,16 +154,23 @@ def report(s: Setup, at_variables, rift_variables, rows, modules, interp, timing
         "at": at, "rift": rift, "alpha_star": interp["alpha_star"], "finetuned_modules": modules,
         "mrc": [{k: v for k, v in r.items() if k != "history"} for r in rows],
         "interpolation": interp["sweep"], "timings_s": timings,
+        "ood": None if ood_results is None else {
+            k: ood_results[k] for k in ("source", "corruptions", "severities", "n", "summary_key", "summary")},
     }
     write_json(os.path.join(s.workdir, "results.json"), results)
     md = ["# RiFT report", "",
           f"{c.model.name} (width ×{c.model.width_multiplier}) on {c.data.name}, preset `{c.preset}`; "
           f"test split of {len(s.splits['test'])} images; adversarial = PGD-{c.eval.steps} ℓ∞ ε=8/255 "
-          f"(step 2/255), worst case over {c.eval.restarts} restarts; OOD n/c = not computed.", "",
+          f"(step 2/255), worst case over {c.eval.restarts} restarts; " + (
+              f"OOD = `{c.ood.summary}` accuracy on {c.data.name}-C generated from the same test images "
+              f"({len(ood_results['corruptions'])} corruptions × {len(ood_results['severities'])} severities)."
+              if ood_results else "OOD n/c = not computed (ood.enabled=False)."), "",
           tables.rift_table(results), "",
           f"Fine-tuned module(s): {', '.join(modules)} (strategy `{c.ft.modules}`); α* = {interp['alpha_star']:.1f}.",
           "", "## α sweep (validation)", "", tables.alpha_table(interp["sweep"], interp["alpha_star"]),
           "", "## Module robust criticality", "", tables.mrc_table(rows), "",
+          *(["## OOD accuracy per corruption (mean over severities, test)", "",
+              tables.ood_table(ood_results["summary"]), ""] if ood_results else []),
           "## Stage timings (s)", "", tables.markdown_table(["stage", "seconds"], list(timings.items()))]
     write_text(os.path.join(s.workdir, "report.md"), "\n".join(md))
     print(tables.rift_table(results))

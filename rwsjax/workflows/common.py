@@ -1,0 +1,70 @@
+"""What every workflow needs: splits, model, initial variables, mesh, compiled evaluation."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rwsjax.data.sources import DATASETS
+from rwsjax.data.splits import load_splits
+from rwsjax.models.registry import create_model
+from rwsjax.train import sharding, steps
+from rwsjax.train.evaluate import evaluate
+from rwsjax.weights.modules import call_order, kernels
+
+
+def _summary_writer(config, workdir):
+    if not config.log.tensorboard:
+        return None
+    from tensorboardX import SummaryWriter
+    return SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+
+def subset(split, size, seed):
+    """A seeded random subset of ``size`` examples (all when size is None or ≥ len)."""
+    if size is None or size >= len(split):
+        return split
+    return split.subset(np.sort(np.random.default_rng(seed).permutation(len(split))[:size]))
+
+
+class Setup:
+    """What every stage needs: splits, model, initial variables, mesh and compiled eval steps."""
+
+    def __init__(self, config, workdir):
+        self.config, self.workdir = config, workdir
+        self.mesh = sharding.make_mesh()
+        info = DATASETS[config.data.name]
+        self.splits = load_splits(config.data.name, data_dir=config.data.data_dir, val_size=config.data.val_size,
+                                  train_size=config.data.train_size, test_size=config.data.test_size,
+                                  seed=config.seed)
+        self.model = create_model(config.model.name, num_classes=info.num_classes,
+                                  width_multiplier=config.model.width_multiplier, mean=info.mean, std=info.std)
+        example = jnp.zeros((1,) + info.image_shape, jnp.float32)
+        self.init_variables = jax.jit(lambda k: self.model.init(k, example, train=False))(
+            jax.random.PRNGKey(config.seed))
+        self.kernels = kernels(self.init_variables["params"],
+                               call_order(self.model, self.init_variables, example))
+        self.val_robust = subset(self.splits["val"], config.at.val_robust_size, config.seed + 1)
+        self.eval_attack = steps.attack_kwargs(config.eval)
+        self._eval_steps = {}
+        self.writer = _summary_writer(config, workdir)
+        print(f"[data] {config.data.name}: train {len(self.splits['train'])}, val {len(self.splits['val'])} "
+              f"(attacked: {len(self.val_robust)}), test {len(self.splits['test'])}; "
+              f"{len(jax.devices())} device(s): {jax.devices()[0].platform}")
+
+    def eval_step(self, restarts: int | None):
+        """Clean-only (``restarts=None``) or PGD with ``restarts`` random restarts; compiled once each."""
+        if restarts not in self._eval_steps:
+            attack = None if restarts is None else self.eval_attack
+            self._eval_steps[restarts] = steps.make_eval_step(self.model, self.mesh, attack=attack,
+                                                              restarts=restarts or 1)
+        return self._eval_steps[restarts]
+
+    def evaluate(self, step, variables, split, desc):
+        return evaluate(step, variables, split, batch_size=self.config.eval.batch_size, mesh=self.mesh,
+                        seed=self.config.seed, desc=desc)
+
+

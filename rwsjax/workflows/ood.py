@@ -1,0 +1,90 @@
+"""OOD accuracy on common corruptions (CIFAR-10-C / CIFAR-100-C), as both papers report it.
+
+The corrupted test sets are read through TFDS as ``cifar10_corrupted/<config>``
+— a real CIFAR-10-C prepared by TFDS, or one our generator writes
+(:func:`rwsjax.corruptions.generate`) from exactly the test images of the
+run's test split (``config.data.test_size`` subset or all 10,000).  One
+corrupted set is held in memory at a time.
+"""
+
+from __future__ import annotations
+
+import os
+
+from tqdm.auto import tqdm
+
+from rwsjax import corruptions as cc
+from rwsjax.report.writers import read_json, write_json
+
+LISTS = {"all": cc.CORRUPTIONS, "benchmark": cc.BENCHMARK_CORRUPTIONS, "rift": cc.RIFT_CORRUPTIONS}
+SUMMARIES = ("mean_15", "mean_rift18", "mean_19")
+SOURCES = ("generate", "tfds")
+
+
+def corruption_list(spec) -> tuple[str, ...]:
+    """``"all"`` (19), ``"benchmark"`` (15), ``"rift"`` (18) or a comma-separated / tuple list of names."""
+    if isinstance(spec, str) and spec in LISTS:
+        return tuple(LISTS[spec])
+    names = tuple(n.strip() for n in (spec.split(",") if isinstance(spec, str) else spec))
+    for n in names:
+        if n not in cc.CORRUPTIONS:
+            raise ValueError(f"unknown corruption {n!r} in ood.corruptions; valid: {sorted(LISTS)} or names "
+                             f"from {list(cc.CORRUPTIONS)}")
+    return names
+
+
+def data_dir(config, workdir: str) -> str:
+    """Where corrupted sets are read (and, with ``ood.source=generate``, written)."""
+    return config.ood.data_dir or os.path.join(workdir, "corrupted_tfds")
+
+
+def evaluate_ood(s, models: dict, path: str) -> dict:
+    """Clean accuracy of every model in ``models`` on every corruption × severity of ``config.ood``.
+
+    Args:
+      s: the workflow :class:`~rwsjax.workflows.common.Setup`.
+      models: ``{name: variables}``.
+      path: JSON file of results; an existing one is returned as it is (stage done).
+
+    Returns:
+      ``{"per_set": {name: {"<corruption>_<severity>": accuracy %}}, "summary": {name: summarize(...)},
+      "ood_accuracy": {name: summary[config.ood.summary]}, ...}``.
+
+    Raises:
+      ValueError: bad ``ood.corruptions`` / ``ood.summary`` / ``ood.source``.
+      DatasetNotFoundError: ``ood.source=tfds`` and the corrupted set is not in ``ood.data_dir``.
+    """
+    c = s.config
+    if os.path.exists(path):
+        print(f"[ood] done: loading {path}")
+        return read_json(path)
+    if c.ood.summary not in SUMMARIES:
+        raise ValueError(f"unknown ood.summary {c.ood.summary!r}; valid: {SUMMARIES}")
+    if c.ood.source not in SOURCES:
+        raise ValueError(f"unknown ood.source {c.ood.source!r}; valid: {SOURCES}")
+    names = corruption_list(c.ood.corruptions)
+    severities = tuple(int(v) for v in c.ood.severities)
+    directory = data_dir(c, s.workdir)
+    test = s.splits["test"]
+    indices = test.source_indices
+    step = s.eval_step(restarts=None)
+    per_set = {m: {} for m in models}
+    sets = [(n, v) for n in names for v in severities]
+    for name, severity in tqdm(sets, desc="OOD", leave=False):
+        if c.ood.source == "generate":
+            cc.generate(c.data.name, name, severity, out_data_dir=directory, indices=indices, seed=c.seed,
+                        source_data_dir=c.data.data_dir, progress=False)
+        corrupted = cc.load_corrupted(c.data.name, name, severity, data_dir=directory, indices=indices,
+                                      progress=False)
+        for m, variables in models.items():
+            acc = s.evaluate(step, variables, corrupted, f"{m} {name}-{severity}")["clean_accuracy"]
+            per_set[m][f"{name}_{severity}"] = acc
+        print(f"[ood] {name}-{severity}: " + "  ".join(f"{m} {per_set[m][f'{name}_{severity}']:.2f}%"
+                                                      for m in models))
+    summary = {m: cc.summarize({(n, v): per_set[m][f"{n}_{v}"] for n, v in sets}) for m in models}
+    out = {"data_dir": directory, "source": c.ood.source, "corruptions": list(names),
+           "severities": list(severities), "n": len(test), "summary_key": c.ood.summary,
+           "per_set": per_set, "summary": summary,
+           "ood_accuracy": {m: summary[m][c.ood.summary] for m in models}}
+    write_json(path, out)
+    return out
