@@ -17,7 +17,7 @@ from ml_collections import config_flags
 
 from rwsjax.report.writers import write_json
 
-WORKFLOWS = ("rift",)
+WORKFLOWS = ("rift", "evaluate", "rws")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/rift.py:cpu.",
                                           lock_config=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
+
 
 def _fmt(v, digits=2):
     if v is None:
@@ -63,3 +65,19 @@ def ood_table(summary: dict) -> str:
     rows = [[n] + [summary[m]["per_corruption"].get(n) for m in models] for n in names]
     rows += [[f"**{k}**"] + [summary[m].get(k) for m in models] for k in ("mean_15", "mean_rift18", "mean_19")]
     return markdown_table(["corruption"] + [f"{m} acc. (%)" for m in models], rows)
+
+
+def rws_table(rows: Sequence[dict]) -> str:
+    """RWS main-table layout: per corruption and method, storage (MB on disk), TA and RA (%), then means.
+
+    ``rows``: dicts with ``corruption``, ``method``, ``storage_mb`` (None = not stored), ``ta``, ``ra``.
+    """
+    body = [[r["corruption"], r["method"], None if r["storage_mb"] is None else f"{r['storage_mb']:.3f}",
+             r["ta"], r["ra"]] for r in rows]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    for m in methods:
+        sel = [r for r in rows if r["method"] == m]
+        body.append(["**mean**", m, None if sel[0]["storage_mb"] is None else
+                     f"{float(np.mean([r['storage_mb'] for r in sel])):.3f}",
+                     float(np.mean([r["ta"] for r in sel])), float(np.mean([r["ra"] for r in sel]))])
+    return markdown_table(["corruption", "method", "storage (MB)", "TA (%)", "RA (%)"], body)

@@ -47,7 +47,7 @@ class Setup:
             jax.random.PRNGKey(config.seed))
         self.kernels = kernels(self.init_variables["params"],
                                call_order(self.model, self.init_variables, example))
-        self.val_robust = subset(self.splits["val"], config.at.val_robust_size, config.seed + 1)
+        self.val_robust = subset(self.splits["val"], config.at.get("val_robust_size"), config.seed + 1)
         self.eval_attack = steps.attack_kwargs(config.eval)
         self._eval_steps = {}
         self.writer = _summary_writer(config, workdir)

@@ -1,0 +1,121 @@
+"""Robust Weight Signatures (Cai, Zhang & Wang, ICML 2023) on CIFAR, with our CIFAR-10-C generator.
+
+    python -m rwsjax.main --config=configs/rws.py:cpu   --workdir=runs/rws_cpu    # this 2-core CPU, < 45 min
+    python -m rwsjax.main --config=configs/rws.py:paper --workdir=runs/rws_paper  # accelerator
+    python -m rwsjax.main --config=configs/rws.py:smoke --workdir=/tmp/rws_smoke  # tests
+
+Experiment (paper Sec. 3–5):
+  * θ_pre: a shared starting point. The paper starts from ImageNet weights; offline we
+    pretrain on a source task (CIFAR-100) — or give any checkpoint with ``pre.checkpoint``.
+  * θ_clean: θ_pre fine-tuned on clean training images; θ_c: θ_pre fine-tuned on training
+    images corrupted by c at severity 5, one model per corruption. SGD lr 0.01, momentum
+    0.9, wd 5e-4; the best epoch on a held-out split (clean, resp. corrupted).
+  * RWS_c = proj⊥(θ_c − θ_pre) w.r.t. (θ_clean − θ_pre), per tensor, on the k shallowest
+    conv layers; stored as float32 and quantized to b bits (bit-packed safetensors).
+  * Patched model θ_clean + λ·RWS_c; composition Σ_c λ_c·RWS_c (sum or mean); removal.
+  * Transfer: RWS extracted on CIFAR-10 applied to θ_pre fine-tuned on CIFAR-100, and to a
+    θ_clean that kept training after the signature was taken.
+  * Report: per corruption and method, storage (MB on disk), clean test accuracy (TA),
+    corrupted test accuracy at severity 5 (RA).
+"""
+
+import ml_collections
+
+PRESETS = ("paper", "cpu", "smoke")
+
+
+def _finetune(epochs, decay_epochs, lr=0.01):
+    f = ml_collections.ConfigDict()
+    f.epochs = epochs
+    f.batch_size = 128
+    f.learning_rate = lr
+    f.momentum = 0.9
+    f.weight_decay = 5e-4
+    f.decay_epochs = decay_epochs
+    f.decay_factor = 0.1
+    return f
+
+
+def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r} for configs/rws.py; valid: {PRESETS} "
+                         "(use --config=configs/rws.py:cpu)")
+    c = ml_collections.ConfigDict()
+    c.workflow = "rws"
+    c.preset = preset
+    c.seed = 0
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "cifar10"          # dataset A: signatures are extracted here
+    c.data.data_dir = ml_collections.FieldReference(None, field_type=str)
+    c.data.val_size = 1000
+    c.data.train_size = ml_collections.FieldReference(None, field_type=int)
+    c.data.test_size = ml_collections.FieldReference(None, field_type=int)
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "vgg16"           # the paper's main architecture; resnet18 / resnet50 work too
+    c.model.width_multiplier = 1.0
+
+    # θ_pre: pretraining on the source task (skipped when pre.checkpoint is given).
+    c.pre = _finetune(epochs=30, decay_epochs=(20, 25), lr=0.05)
+    c.pre.dataset = "cifar100"
+    c.pre.train_size = ml_collections.FieldReference(None, field_type=int)
+    c.pre.val_size = 1000
+    c.pre.checkpoint = ""            # an Orbax variables dir to use as θ_pre instead of pretraining
+
+    c.finetune = _finetune(epochs=10, decay_epochs=(7,))
+
+    c.corruptions = ml_collections.ConfigDict()
+    c.corruptions.names = "gaussian_noise,defocus_blur,fog,jpeg_compression"  # noise, blur, weather, digital
+    c.corruptions.severity = 5
+    c.corruptions.data_dir = ml_collections.FieldReference(None, field_type=str)  # None: WORKDIR/corrupted_tfds
+
+    c.signature = ml_collections.ConfigDict()
+    c.signature.k = 5                # keep the k shallowest conv layers
+    c.signature.bits = 4             # quantized signature; float32 is always stored too
+    c.signature.lam = 1.0            # λ of single patches
+    c.signature.compose = "sum"      # sum | mean for the composed signature
+    c.signature.compose_lam = 1.0
+    c.signature.bn = "target"        # target (keep the patched model's BN stats) | reestimate (on clean train)
+
+    c.sweeps = ml_collections.ConfigDict()
+    c.sweeps.lambdas = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
+    c.sweeps.ks = (1, 2, 3, 5, 8, 13)
+    c.sweeps.bits = (1, 2, 4, 8)
+
+    c.transfer = ml_collections.ConfigDict()
+    c.transfer.dataset = "cifar100"  # dataset B: a clean model fine-tuned from θ_pre on it gets A's signatures
+    c.transfer.train_size = ml_collections.FieldReference(None, field_type=int)
+    c.transfer.val_size = 1000
+    c.transfer.test_size = ml_collections.FieldReference(None, field_type=int)
+    c.transfer.robust_models = True  # also fine-tune B's robust models (observation 3: cross-dataset similarity)
+    c.transfer.continued_epochs = 5  # θ_clean keeps training this long after the signature was taken
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.batch_size = 500
+
+    c.log = ml_collections.ConfigDict()
+    c.log.tensorboard = True
+
+    if preset == "cpu":
+        c.model.width_multiplier = 0.25
+        c.data.train_size, c.data.val_size, c.data.test_size = 5000, 500, 1000
+        c.pre.train_size, c.pre.val_size, c.pre.epochs, c.pre.decay_epochs = 15000, 500, 8, (6,)
+        c.finetune.epochs, c.finetune.decay_epochs = 4, (3,)
+        c.transfer.train_size, c.transfer.val_size, c.transfer.test_size = 5000, 500, 1000
+        c.transfer.continued_epochs = 2
+    elif preset == "smoke":
+        c.model.width_multiplier = 0.0625
+        c.data.train_size, c.data.val_size, c.data.test_size = 256, 100, 100
+        c.pre.train_size, c.pre.val_size, c.pre.epochs, c.pre.decay_epochs = 500, 100, 1, ()
+        c.finetune.epochs, c.finetune.decay_epochs, c.finetune.batch_size = 1, (), 64
+        c.pre.batch_size = 64
+        c.corruptions.names = "gaussian_noise,fog"
+        c.transfer.train_size, c.transfer.val_size, c.transfer.test_size = 500, 100, 100
+        c.transfer.continued_epochs = 1
+        c.sweeps.lambdas = (0.0, 1.0)
+        c.sweeps.ks = (1, 2)
+        c.sweeps.bits = (2, 8)
+        c.signature.k = 2
+        c.eval.batch_size = 100
+    return c

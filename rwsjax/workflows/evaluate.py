@@ -1,0 +1,38 @@
+"""Evaluate one saved model on the test split: clean, PGD (worst of restarts) and OOD accuracy."""
+
+from __future__ import annotations
+
+import os
+
+from rwsjax.report import tables
+from rwsjax.report.writers import write_json, write_text
+from rwsjax.train import checkpoint
+from rwsjax.workflows import ood
+from rwsjax.workflows.common import Setup
+
+
+def run(config, workdir: str) -> dict:
+    """Load ``config.checkpoint`` and write ``evaluation.json`` / ``evaluation.md`` in ``workdir``.
+
+    Raises:
+      ValueError: ``config.checkpoint`` is empty or not a completed Orbax checkpoint.
+    """
+    if not config.checkpoint or not checkpoint.exists(config.checkpoint):
+        raise ValueError(f"config.checkpoint={config.checkpoint!r} is not a saved model; pass an Orbax variables "
+                         "directory such as --config.checkpoint=runs/rift_cpu/at/final")
+    s = Setup(config, workdir)
+    variables = checkpoint.load_variables(config.checkpoint, like=s.init_variables)
+    result = s.evaluate(s.eval_step(config.eval.restarts), variables, s.splits["test"], "test")
+    result["ood_accuracy"] = None
+    if config.ood.enabled:
+        out = ood.evaluate_ood(s, {"model": variables}, os.path.join(workdir, "ood.json"))
+        result["ood_accuracy"] = out["ood_accuracy"]["model"]
+        result["ood"] = out["summary"]["model"]
+    result.update(checkpoint=os.path.abspath(config.checkpoint), model=config.model.name, dataset=config.data.name)
+    write_json(os.path.join(workdir, "evaluation.json"), result)
+    table = tables.markdown_table(
+        ["checkpoint", "std acc. (%)", "OOD acc. (%)", f"adv. acc. (%) PGD-{config.eval.steps}×{config.eval.restarts}"],
+        [[config.checkpoint, result["clean_accuracy"], result["ood_accuracy"], result["robust_accuracy"]]])
+    write_text(os.path.join(workdir, "evaluation.md"), table)
+    print(table)
+    return result

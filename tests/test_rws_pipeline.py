@@ -1,0 +1,46 @@
+"""The RWS pipeline end to end on real CIFAR-10/100 with generated corruptions (smoke preset)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, needs_data
+
+
+@needs_data
+@pytest.mark.slow
+def test_rws_smoke_pipeline(tmp_path):
+    workdir = tmp_path / "rws"
+    cmd = [sys.executable, "-m", "rwsjax.main", f"--config={ROOT}/configs/rws.py:smoke", f"--workdir={workdir}",
+           "--config.log.tensorboard=False"]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=1200)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
+    r = json.loads((workdir / "results.json").read_text())
+    assert r["corruptions"] == ["gaussian_noise", "fog"]
+    assert r["signature_layers"] == ["features.0", "features.2"]  # the k=2 shallowest conv layers of VGG-16
+    assert r["removal_exact"] is True
+    methods = {row["method"] for row in r["table"]}
+    assert len(r["table"]) == 2 * len(methods) == 10
+    for row in r["table"]:
+        assert 0 <= row["ta"] <= 100 and 0 <= row["ra"] <= 100
+    # Storage is the real size on disk: the quantized file is smaller than the float one, both ≪ the model.
+    for n in r["corruptions"]:
+        fp32 = os.path.getsize(workdir / "signatures" / f"cifar10_{n}_k2_fp32.safetensors")
+        q4 = os.path.getsize(workdir / "signatures" / f"cifar10_{n}_k2_4bit.safetensors")
+        assert q4 < fp32 < r["full_model_mb"] * 1e6
+        row = next(x for x in r["table"] if x["corruption"] == n and "fp32" in x["method"])
+        assert row["storage_mb"] == pytest.approx(fp32 / 1e6)
+    # λ = 0 is the clean model exactly.
+    for n in r["corruptions"]:
+        clean = next(x for x in r["table"] if x["corruption"] == n and x["method"] == "clean model")
+        zero = next(p for p in r["lambda_sweep"][n] if p["lam"] == 0.0)
+        assert (zero["ta"], zero["ra"]) == (clean["ta"], clean["ra"])
+    assert len(r["transfer"]) == 2 and r["cross_dataset_cosine"] is not None
+    for name in ("report.md", "layer_profile.png", "signature_similarity.png", "cross_dataset_similarity.png",
+                 "lambda_sweep.png", "k_and_bits.png"):
+        assert (workdir / name).exists(), name
