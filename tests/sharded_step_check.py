@@ -25,25 +25,34 @@ def main():
     variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, 32, 32, 3)), train=False))(jax.random.PRNGKey(0))
     tx = sgd(0.1, momentum=0.9, weight_decay=5e-4, steps_per_epoch=1)
     attack = dict(eps=8 / 255, step_size=2 / 255, steps=2, norm="linf", random_init=True, unroll=True)
-    out = {}
-    for name, devices in (("sharded", jax.devices()), ("single", jax.devices()[:1])):
-        mesh = sharding.make_mesh(devices)
-        step = steps.make_train_step(model, tx, mesh, regime="pgd_at", attack=attack)
-        state = sharding.replicate(jax.device_get(TrainState.create(variables, tx)), mesh)
-        x, y = sharding.shard_batch((split.images, split.labels), mesh)
-        assert len(x.sharding.device_set) == len(devices)
-        for i in range(2):
-            state, metrics = step(state, x, y, jax.random.PRNGKey(i))
-        assert len(state.params["conv1"]["kernel"].sharding.device_set) == len(devices)  # replicated weights
-        ev = steps.make_eval_step(model, mesh, attack=attack, restarts=2)
-        mask = sharding.shard_batch(np.ones(32, bool), mesh)
-        counts = jax.device_get(ev(state.variables, x, y, mask, jax.random.PRNGKey(9)))
-        out[name] = (jax.device_get(state.variables), {k: float(v) for k, v in counts.items()},
-                     float(metrics["loss"]))
-    diff = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(out["sharded"][0]),
-                                                            jax.tree.leaves(out["single"][0])))
-    json.dump({"max_abs_diff": diff, "sharded_eval": out["sharded"][1], "single_eval": out["single"][1],
-               "sharded_loss": out["sharded"][2], "single_loss": out["single"][2]}, sys.stdout)
+    report = {}
+    for regime, attack_bn in (("standard", "batch"), ("pgd_at", "eval"), ("pgd_at", "batch")):
+        out = {}
+        for name, devices in (("sharded", jax.devices()), ("single", jax.devices()[:1])):
+            mesh = sharding.make_mesh(devices)
+            step = steps.make_train_step(model, tx, mesh, regime=regime, attack=attack, attack_bn=attack_bn)
+            state = sharding.replicate(jax.device_get(TrainState.create(variables, tx)), mesh)
+            x, y = sharding.shard_batch((split.images, split.labels), mesh)
+            assert len(x.sharding.device_set) == len(devices)
+            for i in range(2):
+                state, metrics = step(state, x, y, jax.random.PRNGKey(i))
+            assert len(state.params["conv1"]["kernel"].sharding.device_set) == len(devices)  # replicated weights
+            craft = steps.make_adversarial_examples(model, mesh, attack=attack)
+            x_adv = np.asarray(jax.device_get(craft(state.variables, x, y, jax.random.PRNGKey(5))))
+            ev = steps.make_eval_step(model, mesh, attack=attack, restarts=2)
+            mask = sharding.shard_batch(np.ones(32, bool), mesh)
+            counts = jax.device_get(ev(state.variables, x, y, mask, jax.random.PRNGKey(9)))
+            out[name] = (jax.device_get(state.variables), {k: float(v) for k, v in counts.items()},
+                         float(metrics["loss"]), x_adv)
+        a, b = (jax.tree.leaves(out[n][0]) for n in ("sharded", "single"))
+        report[f"{regime}/{attack_bn}"] = {
+            "max_abs_diff": max(float(np.max(np.abs(u - v))) for u, v in zip(a, b)),
+            "relative_diff": float(np.sqrt(sum(np.sum((u - v) ** 2) for u, v in zip(a, b))
+                                           / sum(np.sum(v ** 2) for v in b))),
+            "x_adv_equal_fraction": float(np.mean(out["sharded"][3] == out["single"][3])),
+            "sharded_eval": out["sharded"][1], "single_eval": out["single"][1],
+            "sharded_loss": out["sharded"][2], "single_loss": out["single"][2]}
+    json.dump(report, sys.stdout)
 
 
 if __name__ == "__main__":

@@ -290,7 +290,7 @@ def test_vgg16_train_and_eval_step_without_batch_stats():
     evaluate = steps.make_eval_step(model, mesh)
     mask = sharding.shard_batch(np.ones(4, bool), mesh)
     out = evaluate(state.variables, x, y, mask, jax.random.key(1))
-    assert int(out["clean"]) == int(out["robust"])
+    assert "robust" not in out  # a clean-only evaluation step reports no robust count
     assert 0 <= int(out["clean"]) <= 4 and np.isfinite(float(out["loss"]))
 
 

@@ -14,15 +14,26 @@ from conftest import ROOT, needs_data
 
 @needs_data
 def test_sharded_and_single_device_steps_agree():
+    """2 forced CPU devices vs 1: clean and PGD-AT steps agree to float precision.
+
+    With BN on batch statistics inside the training attack (``attack_bn="batch"``) the
+    cross-device BN reduction sums in another order; ``sign(∇x)`` turns those last-bit
+    differences into different pixels wherever the input gradient is ~0 (an untrained
+    model), so that mode agrees only approximately — asserted separately.
+    """
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "sharded_step_check.py")], env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert r["max_abs_diff"] < 1e-4, r
-    assert r["sharded_loss"] == pytest.approx(r["single_loss"], rel=1e-4)
-    assert r["sharded_eval"]["clean"] == r["single_eval"]["clean"]
-    assert abs(r["sharded_eval"]["robust"] - r["single_eval"]["robust"]) <= 1
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    for mode in ("standard/batch", "pgd_at/eval"):
+        r = report[mode]
+        assert r["max_abs_diff"] < 1e-5, (mode, r)
+        assert r["sharded_loss"] == pytest.approx(r["single_loss"], rel=1e-5)
+        assert r["sharded_eval"]["clean"] == r["single_eval"]["clean"]
+        assert abs(r["sharded_eval"]["robust"] - r["single_eval"]["robust"]) <= 1
+    r = report["pgd_at/batch"]
+    assert r["relative_diff"] < 0.02 and r["sharded_loss"] == pytest.approx(r["single_loss"], rel=0.02), r
 
 
 def test_batch_not_divisible_by_devices_is_a_clear_error():

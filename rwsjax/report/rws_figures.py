@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -71,6 +72,8 @@ def k_and_bits(k_sweep: dict, bits_sweep: dict, path: str) -> None:
             a2.annotate(f"{p['bits']}b", (p["bytes"] / 1e3, p["ra"]), fontsize=6, textcoords="offset points",
                         xytext=(2, 2))
     a2.set_xscale("log")
+    a2.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    a2.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     a2.set_xlabel("signature file size (kB, log)")
     a2.set_ylabel("RA (%)")
     save_figure(fig, path)

@@ -43,8 +43,9 @@ class Setup:
         self.model = create_model(config.model.name, num_classes=info.num_classes,
                                   width_multiplier=config.model.width_multiplier, mean=info.mean, std=info.std)
         example = jnp.zeros((1,) + info.image_shape, jnp.float32)
-        self.init_variables = jax.jit(lambda k: self.model.init(k, example, train=False))(
-            jax.random.PRNGKey(config.seed))
+        self.init_variables = dict(jax.jit(lambda k: self.model.init(k, example, train=False))(
+            jax.random.PRNGKey(config.seed)))
+        self.init_variables.setdefault("batch_stats", {})  # models without BatchNorm (VGG-16)
         self.kernels = kernels(self.init_variables["params"],
                                call_order(self.model, self.init_variables, example))
         self.val_robust = subset(self.splits["val"], config.at.get("val_robust_size"), config.seed + 1)

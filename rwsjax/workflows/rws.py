@@ -312,3 +312,4 @@ def write_report(workdir, c, r) -> None:
     md += ["![lambda](lambda_sweep.png)", "![k and bits](k_and_bits.png)", ""]
     write_text(os.path.join(workdir, "report.md"), "\n".join(md))
     print(tables.rws_table(r["table"]))
+    print(md[6])  # the storage ratio line

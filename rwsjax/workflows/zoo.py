@@ -33,7 +33,10 @@ def build_model(config, dataset: str):
 
 
 def init_variables(model, example, seed: int) -> dict:
-    return jax.device_get(jax.jit(lambda k: model.init(k, example, train=False))(jax.random.PRNGKey(seed)))
+    """Host ``{"params", "batch_stats"}`` (``batch_stats`` empty for models without BatchNorm, e.g. VGG-16)."""
+    v = dict(jax.device_get(jax.jit(lambda k: model.init(k, example, train=False))(jax.random.PRNGKey(seed))))
+    v.setdefault("batch_stats", {})
+    return v
 
 
 def transplant(source: dict, target: dict) -> tuple[dict, list[str]]:
