@@ -76,7 +76,9 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     c.signature.lam = 1.0            # λ of single patches
     c.signature.compose = "sum"      # sum | mean for the composed signature
     c.signature.compose_lam = 1.0
-    c.signature.bn = "target"        # target (keep the patched model's BN stats) | reestimate (on clean train)
+    # BN running statistics of a patched model: target (kept: a pure weight patch) | reestimate_clean |
+    # reestimate_corrupted (re-estimated on the clean / the signature's corrupted training images).
+    c.signature.bn = "target"
 
     c.sweeps = ml_collections.ConfigDict()
     c.sweeps.lambdas = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
