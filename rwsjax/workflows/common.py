@@ -16,7 +16,7 @@ from rwsjax.train.evaluate import evaluate
 from rwsjax.weights.modules import call_order, kernels
 
 
-def _summary_writer(config, workdir):
+def summary_writer(config, workdir):
     if not config.log.tensorboard:
         return None
     from tensorboardX import SummaryWriter
@@ -51,7 +51,7 @@ class Setup:
         self.val_robust = subset(self.splits["val"], config.at.get("val_robust_size"), config.seed + 1)
         self.eval_attack = steps.attack_kwargs(config.eval)
         self._eval_steps = {}
-        self.writer = _summary_writer(config, workdir)
+        self.writer = summary_writer(config, workdir)
         print(f"[data] {config.data.name}: train {len(self.splits['train'])}, val {len(self.splits['val'])} "
               f"(attacked: {len(self.val_robust)}), test {len(self.splits['test'])}; "
               f"{len(jax.devices())} device(s): {jax.devices()[0].platform}")

@@ -28,7 +28,7 @@ from rwsjax.rws import analysis, patching, signatures
 from rwsjax.train import checkpoint, sharding
 from rwsjax.weights.modules import call_order
 from rwsjax.workflows import zoo
-from rwsjax.workflows.common import _summary_writer
+from rwsjax.workflows.common import summary_writer
 
 
 BN_MODES = ("target", "reestimate_clean", "reestimate_corrupted")
@@ -83,7 +83,7 @@ def run(config, workdir: str) -> dict:
     c = config
     names = _names(c.corruptions.names)
     mesh = sharding.make_mesh()
-    writer = _summary_writer(config, workdir)
+    writer = summary_writer(config, workdir)
     a = Task(c, workdir, c.data.name, val_size=c.data.val_size, train_size=c.data.train_size,
              test_size=c.data.test_size, mesh=mesh, corruption_names=names)
     b = Task(c, workdir, c.transfer.dataset, val_size=c.transfer.val_size, train_size=c.transfer.train_size,
