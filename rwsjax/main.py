@@ -35,6 +35,11 @@ def main(argv):
         raise app.UsageError("--workdir is required, e.g. --workdir=runs/rift_cpu")
     if config.workflow not in WORKFLOWS:
         raise app.UsageError(f"unknown config.workflow {config.workflow!r}; valid: {WORKFLOWS}")
+    from rwsjax.config_validation import ConfigError, validate
+    try:
+        validate(config)
+    except ConfigError as e:
+        raise app.UsageError(str(e)) from None
     workdir = os.path.abspath(_WORKDIR.value)
     os.makedirs(workdir, exist_ok=True)
     print(config)

@@ -1,0 +1,102 @@
+"""Up-front config validation: every problem in one message, before any data is read or model trained."""
+
+from __future__ import annotations
+
+import jax
+
+from rwsjax.attacks.pgd import NORMS
+from rwsjax.data.sources import DATASETS
+from rwsjax.models.registry import MODELS
+
+
+class ConfigError(ValueError):
+    """The config cannot run; the message lists every problem found and the valid choices."""
+
+
+def _get(config, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        if part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def validate(config) -> None:
+    """Check names, ranges and batch/device divisibility of a RiFT, RWS or evaluate config.
+
+    Raises:
+      ConfigError: one message listing each bad field, its value and what is allowed.
+    """
+    from rwsjax.corruptions import CORRUPTIONS
+    from rwsjax.rift.finetune import STRATEGIES
+    from rwsjax.rift.mrc import PROJECT_EVERY
+    from rwsjax.train.steps import ATTACK_BN_MODES, BN_MODES, REGIMES
+    from rwsjax.workflows.ood import LISTS, SOURCES, SUMMARIES
+
+    problems: list[str] = []
+
+    def choice(field, valid):
+        value = _get(config, field)
+        if value is not None and value not in valid:
+            problems.append(f"config.{field}={value!r} is not one of {sorted(valid)}")
+
+    def at_least(field, low, strict=False):
+        value = _get(config, field)
+        if value is not None and (value <= low if strict else value < low):
+            problems.append(f"config.{field}={value!r} must be {'>' if strict else '≥'} {low}")
+
+    for field in ("data.name", "pre.dataset", "transfer.dataset"):
+        choice(field, DATASETS)
+    choice("model.name", MODELS)
+    at_least("model.width_multiplier", 0, strict=True)
+    for block in ("attack", "eval"):
+        choice(f"{block}.norm", NORMS)
+        at_least(f"{block}.eps", 0)
+        at_least(f"{block}.step_size", 0, strict=True)
+        at_least(f"{block}.steps", 0)
+    at_least("eval.restarts", 1)
+    choice("at.regime", REGIMES)
+    choice("at.attack_bn", ATTACK_BN_MODES)
+    choice("ft.bn_mode", BN_MODES)
+    choice("ft.modules", STRATEGIES)
+    choice("mrc.project_every", PROJECT_EVERY)
+    at_least("mrc.eps", 0)
+    for block in ("at", "ft", "pre", "finetune", "mrc"):
+        at_least(f"{block}.epochs", 0)
+        at_least(f"{block}.learning_rate", 0)
+    alphas = _get(config, "interp.alphas")
+    if alphas is not None and any(not 0.0 <= a <= 1.0 for a in alphas):
+        problems.append(f"config.interp.alphas={tuple(alphas)} must lie in [0, 1]")
+    if _get(config, "ood.enabled"):
+        choice("ood.summary", SUMMARIES)
+        choice("ood.source", SOURCES)
+        spec = _get(config, "ood.corruptions")
+        if isinstance(spec, str) and spec not in LISTS:
+            bad = [n for n in spec.split(",") if n.strip() not in CORRUPTIONS]
+            if bad:
+                problems.append(f"config.ood.corruptions has unknown {bad}; valid: {sorted(LISTS)} or "
+                                f"names from {list(CORRUPTIONS)}")
+        if any(int(s) not in range(1, 6) for s in (_get(config, "ood.severities") or ())):
+            problems.append(f"config.ood.severities={tuple(_get(config, 'ood.severities'))} must be in 1..5")
+    names = _get(config, "corruptions.names")
+    if isinstance(names, str):
+        bad = [n for n in names.split(",") if n.strip() not in CORRUPTIONS]
+        if bad:
+            problems.append(f"config.corruptions.names has unknown {bad}; valid: {list(CORRUPTIONS)}")
+    severity = _get(config, "corruptions.severity")
+    if severity is not None and severity not in range(1, 6):
+        problems.append(f"config.corruptions.severity={severity!r} must be in 1..5")
+    bits = _get(config, "signature.bits")
+    if bits is not None and bits not in range(1, 9):
+        problems.append(f"config.signature.bits={bits!r} must be in 1..8")
+    choice("signature.compose", ("sum", "mean"))
+    choice("signature.bn", ("target", "reestimate_clean", "reestimate_corrupted"))
+    at_least("signature.k", 1)
+    n = jax.device_count()
+    for block in ("at", "ft", "pre", "finetune", "mrc", "eval"):
+        bs = _get(config, f"{block}.batch_size")
+        if bs is not None and (bs < 1 or bs % n):
+            problems.append(f"config.{block}.batch_size={bs} must be a positive multiple of the {n} device(s)")
+    if problems:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))

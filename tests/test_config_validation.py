@@ -1,0 +1,60 @@
+"""Configs are validated up front: each bad value is named with what is allowed."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from conftest import ROOT
+from rwsjax.config_validation import ConfigError, validate
+
+
+def _config(name, preset="smoke"):
+    spec = importlib.util.spec_from_file_location(f"cfg_{name}", f"{ROOT}/configs/{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.get_config(preset)
+
+
+@pytest.mark.parametrize("name", ["rift", "rws", "evaluate"])
+@pytest.mark.parametrize("preset", ["paper", "cpu", "smoke"])
+def test_shipped_configs_are_valid(name, preset):
+    validate(_config(name, preset))
+
+
+@pytest.mark.parametrize("name,field,value,message", [
+    ("rift", "model.name", "resnet101", "config.model.name='resnet101' is not one of"),
+    ("rift", "data.name", "mnist", "'cifar10'"),
+    ("rift", "attack.eps", -0.1, "config.attack.eps=-0.1 must be ≥ 0"),
+    ("rift", "eval.step_size", 0.0, "config.eval.step_size=0.0 must be > 0"),
+    ("rift", "eval.norm", "l1", "'linf'"),
+    ("rift", "interp.alphas", (0.0, 1.5), "must lie in [0, 1]"),
+    ("rift", "ft.modules", "random", "'least_critical'"),
+    ("rift", "mrc.project_every", "never", "'step'"),
+    ("rift", "at.attack_bn", "train", "'batch'"),
+    ("rift", "ood.corruptions", "gaussian_noise,blizzard", "unknown ['blizzard']"),
+    ("rift", "ood.summary", "mean_10", "'mean_15'"),
+    ("rift", "eval.restarts", 0, "config.eval.restarts=0 must be ≥ 1"),
+    ("rift", "at.batch_size", 0, "positive multiple"),
+    ("rws", "corruptions.names", "fog,blizzard", "unknown ['blizzard']"),
+    ("rws", "corruptions.severity", 6, "must be in 1..5"),
+    ("rws", "signature.bits", 12, "must be in 1..8"),
+    ("rws", "signature.bn", "adapt", "'reestimate_corrupted'"),
+    ("rws", "signature.compose", "max", "'mean'"),
+])
+def test_bad_values_are_named(name, field, value, message):
+    c = _config(name)
+    block, key = field.split(".")
+    c[block][key] = value
+    with pytest.raises(ConfigError, match="invalid config") as e:
+        validate(c)
+    assert f"config.{field}" in str(e.value) and message in str(e.value)
+
+
+def test_all_problems_in_one_message():
+    c = _config("rift")
+    c.model.name, c.attack.eps = "alexnet", -1.0
+    with pytest.raises(ConfigError) as e:
+        validate(c)
+    assert "config.model.name" in str(e.value) and "config.attack.eps" in str(e.value)
