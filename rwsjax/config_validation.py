@@ -28,11 +28,10 @@ def validate(config) -> None:
     Raises:
       ConfigError: one message listing each bad field, its value and what is allowed.
     """
-    from rwsjax.corruptions import CORRUPTIONS
     from rwsjax.rift.finetune import STRATEGIES
     from rwsjax.rift.mrc import PROJECT_EVERY
     from rwsjax.train.steps import ATTACK_BN_MODES, BN_MODES, REGIMES
-    from rwsjax.workflows.ood import LISTS, SOURCES, SUMMARIES
+    from rwsjax.workflows.ood import SOURCES, SUMMARIES, corruption_list
 
     problems: list[str] = []
 
@@ -71,19 +70,15 @@ def validate(config) -> None:
     if _get(config, "ood.enabled"):
         choice("ood.summary", SUMMARIES)
         choice("ood.source", SOURCES)
-        spec = _get(config, "ood.corruptions")
-        if isinstance(spec, str) and spec not in LISTS:
-            bad = [n for n in spec.split(",") if n.strip() not in CORRUPTIONS]
-            if bad:
-                problems.append(f"config.ood.corruptions has unknown {bad}; valid: {sorted(LISTS)} or "
-                                f"names from {list(CORRUPTIONS)}")
         if any(int(s) not in range(1, 6) for s in (_get(config, "ood.severities") or ())):
             problems.append(f"config.ood.severities={tuple(_get(config, 'ood.severities'))} must be in 1..5")
-    names = _get(config, "corruptions.names")
-    if isinstance(names, str):
-        bad = [n for n in names.split(",") if n.strip() not in CORRUPTIONS]
-        if bad:
-            problems.append(f"config.corruptions.names has unknown {bad}; valid: {list(CORRUPTIONS)}")
+    for field in ("ood.corruptions", "corruptions.names"):
+        spec = _get(config, field)
+        if spec is not None and (field != "ood.corruptions" or _get(config, "ood.enabled")):
+            try:
+                corruption_list(spec, field)
+            except ValueError as e:
+                problems.append(str(e))
     severity = _get(config, "corruptions.severity")
     if severity is not None and severity not in range(1, 6):
         problems.append(f"config.corruptions.severity={severity!r} must be in 1..5")

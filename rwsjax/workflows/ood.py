@@ -21,15 +21,19 @@ SUMMARIES = ("mean_15", "mean_rift18", "mean_19")
 SOURCES = ("generate", "tfds")
 
 
-def corruption_list(spec) -> tuple[str, ...]:
-    """``"all"`` (19), ``"benchmark"`` (15), ``"rift"`` (18) or a comma-separated / tuple list of names."""
+def corruption_list(spec, field: str = "ood.corruptions") -> tuple[str, ...]:
+    """``"all"`` (19), ``"benchmark"`` (15), ``"rift"`` (18) or a comma-separated / tuple list of names.
+
+    Raises:
+      ValueError: naming ``config.<field>``, every unknown name, and the valid choices.
+    """
     if isinstance(spec, str) and spec in LISTS:
         return tuple(LISTS[spec])
-    names = tuple(n.strip() for n in (spec.split(",") if isinstance(spec, str) else spec))
-    for n in names:
-        if n not in cc.CORRUPTIONS:
-            raise ValueError(f"unknown corruption {n!r} in ood.corruptions; valid: {sorted(LISTS)} or names "
-                             f"from {list(cc.CORRUPTIONS)}")
+    names = tuple(n.strip() for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip())
+    bad = [n for n in names if n not in cc.CORRUPTIONS]
+    if bad:
+        raise ValueError(f"config.{field} has unknown {bad}; valid: {sorted(LISTS)} or names from "
+                         f"{list(cc.CORRUPTIONS)}")
     return names
 
 

@@ -27,19 +27,11 @@ from rwsjax.report.writers import read_json, write_json, write_text
 from rwsjax.rws import analysis, patching, signatures
 from rwsjax.train import checkpoint, sharding
 from rwsjax.weights.modules import call_order
-from rwsjax.workflows import zoo
+from rwsjax.workflows import ood, zoo
 from rwsjax.workflows.common import summary_writer
 
 
 BN_MODES = ("target", "reestimate_clean", "reestimate_corrupted")
-
-
-def _names(spec) -> list[str]:
-    names = [n.strip() for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
-    for n in names:
-        if n not in cc.CORRUPTIONS:
-            raise ValueError(f"unknown corruption {n!r} in corruptions.names; valid: {list(cc.CORRUPTIONS)}")
-    return names
 
 
 class Task:
@@ -81,7 +73,7 @@ def run(config, workdir: str) -> dict:
     """Run (or resume) the RWS pipeline in ``workdir``; returns the results dict."""
     t0 = time.time()
     c = config
-    names = _names(c.corruptions.names)
+    names = list(ood.corruption_list(c.corruptions.names, "corruptions.names"))
     mesh = sharding.make_mesh()
     writer = summary_writer(config, workdir)
     a = Task(c, workdir, c.data.name, val_size=c.data.val_size, train_size=c.data.train_size,
@@ -308,7 +300,9 @@ def evaluate_signatures(c, workdir, a, b, theta_pre, start_a, start_b, clean_a, 
 
 
 def write_report(workdir, c, r) -> None:
-    names = r["corruptions"]
+    ratios = "Storage ratio (full model / signature file): " + "; ".join(
+        f"{n}: fp32 {v['fp32']:.1f}×, " + ", ".join(f"{k} {x:.1f}×" for k, x in v.items() if k != "fp32")
+        for n, v in r["times_smaller"].items()) + "."
     md = ["# Robust Weight Signatures report", "",
           f"{r['model']} (width ×{r['width_multiplier']}) on {r['dataset']}, preset `{c.preset}`; robust models "
           f"fine-tuned on training images corrupted at severity {r['severity']} (our CIFAR-C generator); TA = clean "
@@ -316,9 +310,7 @@ def write_report(workdir, c, r) -> None:
           f"bytes on disk (full model = float32 weights, {r['full_model_mb']:.3f} MB). BN: `{r['bn']}`. "
           f"Signature layers: {', '.join(r['signature_layers'])}.", "",
           tables.rws_table(r["table"]), "",
-          "Storage ratio (full model / signature file): " + "; ".join(
-              f"{n}: fp32 {v['fp32']:.1f}×, " + ", ".join(f"{k} {x:.1f}×" for k, x in v.items() if k != "fp32")
-              for n, v in r["times_smaller"].items()) + ".", "",
+          ratios, "",
           f"Removing a patch returns θ_clean bit for bit: {r['removal_exact']}.", "",
           "## Transfer", "", tables.markdown_table(
               ["corruption"] + [k for k in r["transfer"][0] if k != "corruption"],
@@ -329,4 +321,4 @@ def write_report(workdir, c, r) -> None:
     md += ["![lambda](lambda_sweep.png)", "![k and bits](k_and_bits.png)", ""]
     write_text(os.path.join(workdir, "report.md"), "\n".join(md))
     print(tables.rws_table(r["table"]))
-    print(md[6])  # the storage ratio line
+    print(ratios)
