@@ -4,6 +4,12 @@ The config file's ``get_config(preset)`` builds an ``ml_collections``
 ConfigDict; any field can be overridden (``--config.at.epochs=5``).  The
 resolved config is printed and written to ``DIR/config.json``; the workflow
 named by ``config.workflow`` then runs (or resumes) in ``DIR``.
+
+Multi-process (multi-host) runs start one such process per host (or per
+GPU): on Cloud TPU, SLURM and Open MPI the processes find each other by
+themselves; elsewhere pass ``--coordinator=HOST:PORT --num_processes=N
+--process_id=I`` (or the ``RWSJAX_*`` variables of :mod:`rwsjax.distributed`).
+See ``launch/``.
 """
 
 from __future__ import annotations
@@ -23,6 +29,10 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. con
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, reports and figures "
                                "(re-running with the same workdir resumes).")
+_COORDINATOR = flags.DEFINE_string("coordinator", None, "Multi-process: HOST:PORT of process 0 (not needed "
+                                   "on Cloud TPU / SLURM / Open MPI, which are detected).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this process's index, 0..N-1.")
 
 
 def main(argv):
@@ -35,6 +45,12 @@ def main(argv):
         raise app.UsageError("--workdir is required, e.g. --workdir=runs/rift_cpu")
     if config.workflow not in WORKFLOWS:
         raise app.UsageError(f"unknown config.workflow {config.workflow!r}; valid: {WORKFLOWS}")
+    from rwsjax import distributed
+    try:
+        launch = distributed.resolve(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
+    distributed.initialize(launch)  # before anything touches a JAX device
     from rwsjax.config_validation import ConfigError, validate
     try:
         validate(config)
@@ -42,6 +58,7 @@ def main(argv):
         raise app.UsageError(str(e)) from None
     workdir = os.path.abspath(_WORKDIR.value)
     os.makedirs(workdir, exist_ok=True)
+    distributed.check_shared_workdir(workdir)
     print(config)
     write_json(os.path.join(workdir, "config.json"), config.to_dict())
     workflow = importlib.import_module(f"rwsjax.workflows.{config.workflow}")

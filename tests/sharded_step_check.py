@@ -2,7 +2,8 @@
 
 Takes two PGD-AT steps and one evaluation on real CIFAR-10 images, once with
 the batch sharded over 2 CPU devices and once on 1 device, and prints the
-largest parameter difference and both evaluation counts as JSON.
+largest parameter difference and both evaluation counts as JSON; then an MRC
+table with the modules on 1 device and spread over both.
 """
 
 import json
@@ -52,6 +53,16 @@ def main():
             "x_adv_equal_fraction": float(np.mean(out["sharded"][3] == out["single"][3])),
             "sharded_eval": out["sharded"][1], "single_eval": out["single"][1],
             "sharded_loss": out["sharded"][2], "single_loss": out["single"][2]}
+    # MRC spread over both devices (one host thread each) vs all modules on one device: identical rows.
+    from rwsjax.rift.mrc import MRC
+    from rwsjax.weights.modules import call_order, kernels
+    x_adv = np.asarray(x_adv, np.float32)
+    ks = kernels(variables["params"], call_order(model, variables, jnp.zeros((1, 32, 32, 3))))
+    chosen = {k: ks[k] for k in ("conv1", "layer1.0.conv1", "layer2.0.shortcut.0", "layer4.1.conv2", "linear")}
+    rows = {n: MRC(model, variables, x_adv, split.labels, eps=0.1, lr=1.0, epochs=2, batch_size=16,
+                   devices=d).criticality(chosen) for n, d in (("one", jax.devices()[:1]), ("two", jax.devices()))}
+    report["mrc"] = {n: [{k: r[k] for k in ("module", "mrc", "loss_at", "loss_max")} for r in v]
+                     for n, v in rows.items()}
     json.dump(report, sys.stdout)
 
 

@@ -284,6 +284,28 @@ def test_eval_batches_mask(cifar10):
     assert list(batching.eval_batches(_synthetic(0), 8)) == []
 
 
+@needs_data
+def test_per_host_rows_and_lazy_reading(cifar10):
+    """Two "processes" each read half of every batch: together exactly the one-process batches,
+    and a lazy split decodes only the rows its process asks for."""
+    s = cifar10["train"]
+    lazy = splits.load_splits("cifar10", data_dir=DATA_DIR, val_size=VAL, train_size=TRAIN, test_size=TEST,
+                              seed=0, progress=False, lazy=True)["train"]
+    assert isinstance(lazy.images, sources.RecordImages) and lazy.images.decoded == 0
+    halves = (slice(0, 64), slice(64, 128))
+    whole = list(batching.train_batches(s, 128, seed=3, epoch=1))
+    parts = [list(batching.train_batches(lazy, 128, seed=3, epoch=1, rows=r)) for r in halves]
+    for (images, labels), a, b in zip(whole, *parts):
+        np.testing.assert_array_equal(np.concatenate([a[0], b[0]]), images)
+        np.testing.assert_array_equal(np.concatenate([a[1], b[1]]), labels)
+    assert lazy.images.decoded == len(whole) * 128  # each record read once, by the process that feeds it
+    assert lazy.subset([5, 1]).images.decoded == 0
+    np.testing.assert_array_equal(lazy.subset([5, 1]).images[np.arange(2)], s.images[[5, 1]])
+    test = cifar10["test"]  # the last batch of 128 is padded
+    counted = sum(m.sum() for r in halves for _, _, m in batching.eval_batches(test, 128, r))
+    assert counted == len(test)
+
+
 def test_to_float_and_normalize_in_jit():
     x = np.array([[0, 128, 255]], np.uint8)
     y = jax.jit(batching.to_float)(x)

@@ -77,7 +77,7 @@ def mrc_setup(tiny_resnet, cifar_test_batch):
 def test_mrc_ascent_stays_in_ball_and_raises_loss(mrc_setup, project_every):
     model, variables, x_adv, y, mesh = mrc_setup
     # A small radius keeps the ascent in the first-order regime, where a projected gradient step must raise the loss.
-    m = MRC(model, variables, x_adv, y, mesh=mesh, eps=0.02, lr=1.0, epochs=3, batch_size=32,
+    m = MRC(model, variables, x_adv, y, devices=list(mesh.devices.flat), eps=0.02, lr=1.0, epochs=3, batch_size=32,
             project_every=project_every)
     path = ("layer1_0", "conv1", "kernel")
     w = np.asarray(get_leaf(variables["params"], path))
@@ -93,7 +93,7 @@ def test_mrc_ascent_stays_in_ball_and_raises_loss(mrc_setup, project_every):
 def test_mrc_table_definition(mrc_setup):
     """MRC = max loss reached − loss at θ_AT ≥ 0, one row per kernel, baseline shared by all rows."""
     model, variables, x_adv, y, mesh = mrc_setup
-    m = MRC(model, variables, x_adv, y, mesh=mesh, eps=0.1, lr=1.0, epochs=2, batch_size=32)
+    m = MRC(model, variables, x_adv, y, devices=list(mesh.devices.flat), eps=0.1, lr=1.0, epochs=2, batch_size=32)
     ks = kernels(variables["params"], call_order(model, variables, jnp.zeros((1, 32, 32, 3))))
     chosen = {k: ks[k] for k in ("conv1", "layer3.1.conv1", "linear")}
     rows = m.criticality(chosen)
@@ -105,7 +105,7 @@ def test_mrc_table_definition(mrc_setup):
         assert 0.0 <= r["robust_accuracy_at_max"] <= 100.0
     assert len({r["loss_at"] for r in rows}) == 1
     # Radius 0 means no movement at all: MRC is exactly 0.
-    z = MRC(model, variables, x_adv, y, mesh=mesh, eps=0.0, lr=1.0, epochs=1, batch_size=32)
+    z = MRC(model, variables, x_adv, y, devices=list(mesh.devices.flat), eps=0.0, lr=1.0, epochs=1, batch_size=32)
     assert z.criticality({"conv1": ks["conv1"]})[0]["mrc"] == 0.0
 
 

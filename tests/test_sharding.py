@@ -34,6 +34,9 @@ def test_sharded_and_single_device_steps_agree():
         assert abs(r["sharded_eval"]["robust"] - r["single_eval"]["robust"]) <= 1
     r = report["pgd_at/batch"]
     assert r["relative_diff"] < 0.02 and r["sharded_loss"] == pytest.approx(r["single_loss"], rel=0.02), r
+    # MRC modules spread over the 2 devices give exactly the rows of the 1-device table.
+    assert report["mrc"]["two"] == report["mrc"]["one"]
+    assert [r["module"] for r in report["mrc"]["one"]][-1] == "linear"
 
 
 def test_batch_not_divisible_by_devices_is_a_clear_error():

@@ -62,7 +62,7 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 
 
 def train_batches(
-    split: Split, batch_size: int, *, seed: int, epoch: int, start_step: int = 0
+    split: Split, batch_size: int, *, seed: int, epoch: int, start_step: int = 0, rows: slice = slice(None)
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yields the shuffled full batches of one epoch, from batch `start_step` on.
 
@@ -77,9 +77,13 @@ def train_batches(
       seed, epoch: select the permutation (see `epoch_permutation`).
       start_step: first batch to yield, in ``[0, steps_per_epoch]`` (equal to
         the number of steps yields nothing).
+      rows: the rows of every global batch to read and yield (a process's
+        share in a multi-process run, see ``train.sharding.local_rows``);
+        only those examples are read.
 
     Yields:
-      ``(images, labels)``: uint8 ``[B, H, W, C]``, int32 ``[B]`` (fresh arrays).
+      ``(images, labels)``: uint8 ``[b, H, W, C]``, int32 ``[b]`` (fresh arrays;
+      ``b = B`` unless ``rows`` selects fewer).
 
     Raises:
       ValueError: bad `batch_size` (see `steps_per_epoch`) or `start_step` out
@@ -93,13 +97,14 @@ def train_batches(
 
     def gen():
         for s in range(start_step, steps):
-            idx = perm[s * batch_size : (s + 1) * batch_size]
+            idx = perm[s * batch_size : (s + 1) * batch_size][rows]
             yield split.images[idx], split.labels[idx]
 
     return gen()
 
 
-def eval_batches(split: Split, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def eval_batches(split: Split, batch_size: int, rows: slice = slice(None)
+                 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yields every example exactly once, in order, in fixed-size batches.
 
     The last batch is padded to `batch_size` by repeating the split's last
@@ -109,9 +114,12 @@ def eval_batches(split: Split, batch_size: int) -> Iterator[tuple[np.ndarray, np
     Args:
       split: the examples (an empty split yields nothing).
       batch_size: B >= 1.
+      rows: the rows of every batch to read and yield (a process's share, see
+        ``train.sharding.local_rows``); masks are cut the same way, so the
+        processes together still count every example once.
 
     Yields:
-      ``(images, labels, mask)``: uint8 ``[B, H, W, C]``, int32 ``[B]``, bool ``[B]``.
+      ``(images, labels, mask)``: uint8 ``[b, H, W, C]``, int32 ``[b]``, bool ``[b]``.
 
     Raises:
       ValueError: if ``batch_size < 1``.
@@ -127,6 +135,7 @@ def eval_batches(split: Split, batch_size: int) -> Iterator[tuple[np.ndarray, np
             idx[real:] = n - 1
             mask = np.zeros((batch_size,), dtype=bool)
             mask[:real] = True
+            idx, mask = idx[rows], mask[rows]
             yield split.images[idx], split.labels[idx], mask
 
     return gen()

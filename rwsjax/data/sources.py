@@ -85,12 +85,53 @@ class DatasetNotFoundError(FileNotFoundError):
     """The requested dataset is not prepared (as ArrayRecord) in the data dir."""
 
 
+class RecordImages:
+    """uint8 images ``[N, H, W, C]`` decoded on demand from a TFDS data source.
+
+    Indexing (``images[idx]`` with an int array, slice or int) reads and
+    decodes only those records; ``np.asarray(images)`` reads all of them.  Used
+    for per-host input in multi-process runs: each process decodes only the
+    rows of each global batch that it feeds.  ``decoded`` counts the records
+    read so far.
+    """
+
+    ndim = 4
+    dtype = np.dtype(np.uint8)
+
+    def __init__(self, source, indices: np.ndarray, image_shape: tuple[int, int, int]):
+        self._source, self._indices = source, np.asarray(indices, np.int64)
+        self.shape = (len(self._indices), *image_shape)
+        self.decoded = 0
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def take(self, idx) -> RecordImages:
+        """A lazy view of the records at positions ``idx`` (nothing is decoded)."""
+        return RecordImages(self._source, self._indices[np.asarray(idx, np.int64)], self.shape[1:])
+
+    def __getitem__(self, idx) -> np.ndarray:
+        positions = self._indices[idx]
+        flat = np.atleast_1d(positions).reshape(-1)
+        out = np.empty((flat.size, *self.shape[1:]), np.uint8)
+        for start in range(0, flat.size, _CHUNK):
+            for j, r in enumerate(self._source.__getitems__(flat[start:start + _CHUNK].tolist())):
+                out[start + j] = r["image"]
+        self.decoded += flat.size
+        return out[0] if np.ndim(positions) == 0 else out.reshape(*np.shape(positions), *self.shape[1:])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[np.arange(len(self))]
+        return out if dtype is None else out.astype(dtype)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Split:
     """An in-memory split of an image-classification dataset.
 
     Attributes:
-      images: uint8 ``[N, H, W, C]``, raw pixel values in [0, 255].
+      images: uint8 ``[N, H, W, C]``, raw pixel values in [0, 255] (a NumPy
+        array, or :class:`RecordImages` read on demand).
       labels: int32 ``[N]``, class ids in ``[0, num_classes)``.
       source_indices: int64 ``[N]`` or None; position of each example in the
         TFDS split it was read from (useful to check that carved splits are
@@ -100,7 +141,7 @@ class Split:
       ValueError: if the arrays have the wrong rank/dtype or disagree on N.
     """
 
-    images: np.ndarray  # uint8 [N, H, W, C]
+    images: np.ndarray | RecordImages  # uint8 [N, H, W, C]
     labels: np.ndarray  # int32 [N]
     source_indices: np.ndarray | None = None  # int64 [N]
 
@@ -143,7 +184,13 @@ class Split:
         """
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         src = None if self.source_indices is None else self.source_indices[idx]
-        return Split(images=self.images[idx], labels=self.labels[idx], source_indices=src)
+        if isinstance(self.images, RecordImages):
+            if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
+                raise IndexError(f"subset indices must be in [0, {len(self)}), got [{idx.min()}, {idx.max()}]")
+            images = self.images.take(idx)
+        else:
+            images = self.images[idx]
+        return Split(images=images, labels=self.labels[idx], source_indices=src)
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -295,6 +342,7 @@ def load_split(
     indices: Sequence[int] | np.ndarray | None = None,
     *,
     progress: bool = True,
+    lazy: bool = False,
 ) -> Split:
     """Reads (and decodes) a TFDS split, or selected records of it, into memory.
 
@@ -305,6 +353,8 @@ def load_split(
       indices: record positions ``[M]`` in the TFDS split to read, in the order
         wanted (only these are decoded); None reads the whole split.
       progress: show a tqdm progress bar (only on a terminal).
+      lazy: decode nothing now; ``images`` is a :class:`RecordImages` that
+        decodes records when indexed (labels are read at once).
 
     Returns:
       `Split` with uint8 ``[M, 32, 32, 3]`` images, int32 ``[M]`` labels and
@@ -330,6 +380,9 @@ def load_split(
                 f"indices must be in [0, {n_total}) for {name}/{split}; got range "
                 f"[{idx.min()}, {idx.max()}]"
             )
+    if lazy:
+        labels = _cached_labels(name, split, data_dir)[idx].astype(np.int32)
+        return Split(images=RecordImages(src, idx, info.image_shape), labels=labels, source_indices=idx)
     m = idx.shape[0]
     images = np.empty((m, *info.image_shape), dtype=np.uint8)
     labels = np.empty((m,), dtype=np.int32)

@@ -136,6 +136,7 @@ def load_splits(
     test_size: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    lazy: bool = False,
 ) -> dict[str, Split]:
     """Loads class-stratified, deterministic train / val / test splits.
 
@@ -150,6 +151,8 @@ def load_splits(
         None keeps the whole test split.
       seed: selects the subsets (same seed and sizes -> same arrays).
       progress: show tqdm progress bars while decoding (terminal only).
+      lazy: decode images only when indexed (see ``sources.RecordImages``);
+        multi-process runs use it so each host decodes only what it feeds.
 
     Returns:
       ``{"train": Split, "val": Split, "test": Split}``; each `Split` has uint8
@@ -186,7 +189,7 @@ def load_splits(
             _rng(seed, _TEST_STREAM), field="data.test_size",
         )
 
-    train = load_split(name, "train", data_dir, train_idx, progress=progress)
-    val = load_split(name, "train", data_dir, val_idx, progress=progress)
-    test = load_split(name, "test", data_dir, test_idx, progress=progress)
+    train = load_split(name, "train", data_dir, train_idx, progress=progress, lazy=lazy)
+    val = load_split(name, "train", data_dir, val_idx, progress=progress, lazy=lazy)
+    test = load_split(name, "test", data_dir, test_idx, progress=progress, lazy=lazy)
     return {"train": train, "val": val, "test": test}

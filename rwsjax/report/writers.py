@@ -1,4 +1,9 @@
-"""Atomic artifact writers: write to a temporary file beside the target, then rename."""
+"""Atomic artifact writers: write to a temporary file beside the target, then rename.
+
+In a multi-process run only process 0 writes; every process then waits at a
+barrier, so a file is visible to all processes when any writer returns (the
+workdir is on a shared filesystem, see :mod:`rwsjax.distributed`).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,17 @@ import os
 import tempfile
 from typing import Any
 
+from rwsjax import distributed
+
 
 def write_text(path: str, text: str) -> None:
     """Write ``text`` to ``path`` atomically (a reader sees the old or the new file, never half)."""
+    if distributed.is_main():
+        _write_text(path, text)
+    distributed.barrier(f"write {path}")
+
+
+def _write_text(path: str, text: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path), suffix=".tmp")
@@ -50,7 +63,13 @@ def _clean(obj):
 
 
 def save_figure(fig, path: str) -> None:
-    """Save a matplotlib figure atomically as PNG."""
+    """Save a matplotlib figure atomically as PNG (process 0 only)."""
+    if distributed.is_main():
+        _save_figure(fig, path)
+    distributed.barrier(f"figure {path}")
+
+
+def _save_figure(fig, path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path), suffix=".png")

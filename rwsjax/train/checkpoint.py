@@ -11,13 +11,23 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 PyTree = Any
 
 
-def _abstract(tree: PyTree) -> PyTree:
-    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+def _abstract(tree: PyTree, sharding=None) -> PyTree:
+    """Shapes/dtypes of ``tree`` placed with ``sharding`` (default: replicated over all devices).
+
+    Restoring into the *current* mesh is what lets a checkpoint written on N
+    devices (or hosts) continue on M.
+    """
+    if sharding is None:
+        from rwsjax.train.sharding import make_mesh, replicated
+        sharding = replicated(make_mesh())
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), getattr(x, "dtype", None) or np.asarray(x).dtype,
+                                                     sharding=sharding), tree)
 
 
 class Checkpoints:
@@ -42,11 +52,14 @@ class Checkpoints:
             meta=ocp.args.JsonSave(meta)), force=True)
         self._manager.wait_until_finished()
 
-    def restore(self, step: int, *, state: PyTree, best: PyTree) -> tuple[PyTree, PyTree, dict]:
-        """Restore ``step`` into the structure/shapes/dtypes of the given templates."""
+    def restore(self, step: int, *, state: PyTree, best: PyTree, sharding=None) -> tuple[PyTree, PyTree, dict]:
+        """Restore ``step`` into the structure/shapes/dtypes of the templates, replicated with ``sharding``.
+
+        The checkpoint may come from any number of devices or processes.
+        """
         out = self._manager.restore(int(step), args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(_abstract(state)), best=ocp.args.StandardRestore(_abstract(best)),
-            meta=ocp.args.JsonRestore()))
+            state=ocp.args.StandardRestore(_abstract(state, sharding)),
+            best=ocp.args.StandardRestore(_abstract(best, sharding)), meta=ocp.args.JsonRestore()))
         return out.state, out.best, out.meta
 
     def close(self) -> None:
@@ -61,11 +74,15 @@ def save_variables(path: str, variables: PyTree) -> None:
 
 
 def load_variables(path: str, like: PyTree | None = None) -> PyTree:
-    """Read variables saved by :func:`save_variables`; ``like`` fixes structure, shapes and dtypes."""
+    """Read variables saved by :func:`save_variables`; ``like`` fixes structure, shapes and dtypes.
+
+    Returns host (NumPy) arrays when ``like`` is given (restored replicated, so
+    this works on any device/process count).
+    """
     ckptr = ocp.StandardCheckpointer()
     if like is None:
         return ckptr.restore(os.path.abspath(path))
-    return ckptr.restore(os.path.abspath(path), _abstract(like))
+    return jax.device_get(ckptr.restore(os.path.abspath(path), _abstract(like)))
 
 
 def exists(path: str) -> bool:

@@ -30,7 +30,9 @@ def evaluate(eval_step: Callable, variables: dict, split: Split, *, batch_size: 
     base = jax.random.PRNGKey(seed)
     totals = {}
     n_batches = -(-len(split) // batch_size)
-    for i, batch in enumerate(tqdm(eval_batches(split, batch_size), total=n_batches, desc=desc, leave=False)):
+    rows = sharding.local_rows(mesh, batch_size)  # each process reads and feeds only its rows
+    for i, batch in enumerate(tqdm(eval_batches(split, batch_size, rows), total=n_batches, desc=desc,
+                                   leave=False)):
         out = jax.device_get(eval_step(variables, *sharding.shard_batch(batch, mesh),
                                        jax.random.fold_in(base, i)))
         for k, v in out.items():

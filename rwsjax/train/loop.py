@@ -19,6 +19,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from rwsjax import distributed
 from rwsjax.data.batching import steps_per_epoch, train_batches
 from rwsjax.data.sources import Split
 from rwsjax.train import sharding
@@ -94,7 +95,8 @@ def fit(
     best = jax.device_get(state.variables)
     meta = {"history": [], "best_metric": None, "best_epoch": None}
     if ckpt.latest_step() is not None:
-        state, best, meta = ckpt.restore(ckpt.latest_step(), state=state, best=best)
+        state, best, meta = ckpt.restore(ckpt.latest_step(), state=state, best=best,
+                                         sharding=sharding.replicated(mesh))
         best = jax.device_get(best)
         print(f"[{name}] resumed from {directory} at step {int(state.step)}")
     # Fresh device buffers: the jitted step donates the state, which must not delete the caller's arrays.
@@ -102,6 +104,7 @@ def fit(
     base_key = jax.random.PRNGKey(seed)
     step = int(state.step)
     first_epoch, offset = divmod(step, spe)
+    rows = sharding.local_rows(mesh, batch_size)  # this process's share of every global batch
 
     def save():
         ckpt.save(step, state=state, best=best, meta=meta)
@@ -110,7 +113,8 @@ def fit(
         for epoch in range(first_epoch, epochs):
             bar = tqdm(total=spe, initial=offset, desc=f"{name} {epoch + 1}/{epochs}", leave=False)
             sums = {}
-            for images, labels in train_batches(train, batch_size, seed=seed, epoch=epoch, start_step=offset):
+            for images, labels in train_batches(train, batch_size, seed=seed, epoch=epoch, start_step=offset,
+                                                rows=rows):
                 key = jax.random.fold_in(base_key, step)
                 state, metrics = train_step(state, *sharding.shard_batch((images, labels), mesh), key)
                 metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -128,11 +132,13 @@ def fit(
                         writer.add_scalar(f"{name}/train_{k}", v, step)
                 bar.update(1)
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{100 * metrics['accuracy']:.1f}")
-                if stop.requested:
+                # All processes must stop at the same step (the checkpoint is a collective).
+                if distributed.any_process(stop.requested is not None):
                     save()
                     ckpt.close()
-                    raise Preempted(f"[{name}] {stop.requested} received: checkpoint written at step "
-                                    f"{step} in {directory}; run the same command again to continue")
+                    why = stop.requested or "a stop signal on another process"
+                    raise Preempted(f"[{name}] {why} received: checkpoint written at step {step} in "
+                                    f"{directory}; run the same command again to continue")
             bar.close()
             n = max(1, spe - offset)
             offset = 0

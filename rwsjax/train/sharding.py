@@ -5,6 +5,11 @@ replicated — what ``pmap`` data parallelism became in current JAX.  The same
 code runs on 1 CPU device, N GPUs or a TPU slice; BatchNorm statistics are
 computed over the global batch (XLA inserts the cross-device reductions), so a
 sharded step equals the single-device step up to float reassociation.
+
+Multi-process (multi-host) runs use the same mesh over ``jax.devices()`` of
+every process: each process feeds only its own rows of a global batch
+(:func:`local_rows`), and :func:`shard_batch` assembles the global array with
+``jax.make_array_from_process_local_data``; nothing else changes.
 """
 
 from __future__ import annotations
@@ -33,20 +38,53 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
-    """Place every leaf of ``tree`` fully replicated on ``mesh``."""
+    """Place every leaf of ``tree`` fully replicated on ``mesh`` (every process passes the same values)."""
+    if jax.process_count() > 1:  # arrays committed to one local device cannot move to other hosts' devices
+        tree = jax.device_get(tree)
     return jax.device_put(tree, replicated(mesh))
 
 
-def shard_batch(tree: Any, mesh: Mesh) -> Any:
-    """Place host arrays with leading batch dim ``B`` sharded over ``"data"``.
+def local_rows(mesh: Mesh, global_batch: int) -> slice:
+    """The rows ``[start, stop)`` of a global batch of ``global_batch`` examples this process feeds.
+
+    ``slice(0, global_batch)`` in a single process; in a multi-process run the
+    contiguous block held by this process's devices of the ``"data"`` axis.
 
     Raises:
-      ValueError: ``B`` is not divisible by the number of devices.
+      ValueError: ``global_batch`` is not divisible by the number of devices.
+    """
+    n = mesh.devices.size
+    if global_batch % n:
+        raise ValueError(f"batch of {global_batch} examples cannot be split over {n} devices; "
+                         f"choose a batch size divisible by {n}")
+    if jax.process_count() == 1:
+        return slice(0, global_batch)
+    index = batch_sharded(mesh).addressable_devices_indices_map((global_batch,))
+    starts = sorted(i[0].start or 0 for i in index.values())
+    size = global_batch // n
+    if starts != list(range(starts[0], starts[0] + size * len(starts), size)):
+        raise ValueError("this process's devices do not hold a contiguous block of the batch; "
+                         "build the mesh with sharding.make_mesh() (devices in process order)")
+    return slice(starts[0], starts[0] + size * len(starts))
+
+
+def shard_batch(tree: Any, mesh: Mesh) -> Any:
+    """Global arrays, sharded over ``"data"``, from this process's rows (leading batch dim).
+
+    In a single process the rows are the whole batch ``[B, ...]``; with P
+    processes each passes its ``local_rows`` block ``[B/P, ...]``.
+
+    Raises:
+      ValueError: the global batch is not divisible by the number of devices.
     """
     n = mesh.devices.size
     for x in jax.tree.leaves(tree):
-        if x.shape[0] % n:
+        b = x.shape[0] * jax.process_count()
+        if b % n:
             raise ValueError(
-                f"batch of {x.shape[0]} examples cannot be split over {n} devices; "
+                f"batch of {b} examples cannot be split over {n} devices; "
                 f"choose a batch size divisible by {n}")
-    return jax.device_put(tree, batch_sharded(mesh))
+    data = batch_sharded(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(tree, data)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(data, x), tree)

@@ -144,10 +144,13 @@ def make_eval_step(model: nn.Module, mesh, *, attack: dict | None = None, restar
 
 
 def make_adversarial_examples(model: nn.Module, mesh, *, attack: dict) -> Callable:
-    """Jitted ``(variables, images_u8, labels, key) -> x_adv`` float32 [0,1], BN in eval mode."""
+    """Jitted ``(variables, images_u8, labels, key) -> x_adv`` float32 [0,1], BN in eval mode.
+
+    The batch goes in sharded; ``x_adv`` comes out whole (replicated) on every device and process.
+    """
 
     def craft(variables, images_u8, labels, key):
         return pgd_lib.pgd(eval_logits_fn(model, variables), _images(images_u8), labels, key, **attack)
 
     rep, data = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-    return jax.jit(craft, in_shardings=(rep, data, data, rep), out_shardings=data)
+    return jax.jit(craft, in_shardings=(rep, data, data, rep), out_shardings=rep)

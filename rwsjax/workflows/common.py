@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rwsjax import distributed
 from rwsjax.data.sources import DATASETS
 from rwsjax.data.splits import load_splits
 from rwsjax.models.registry import create_model
@@ -17,7 +18,8 @@ from rwsjax.weights.modules import call_order, kernels
 
 
 def summary_writer(config, workdir):
-    if not config.log.tensorboard:
+    """TensorBoard writer in ``workdir/tensorboard`` (None when disabled, and on every process but 0)."""
+    if not config.log.tensorboard or not distributed.is_main():
         return None
     from tensorboardX import SummaryWriter
     return SummaryWriter(os.path.join(workdir, "tensorboard"))
@@ -39,7 +41,7 @@ class Setup:
         info = DATASETS[config.data.name]
         self.splits = load_splits(config.data.name, data_dir=config.data.data_dir, val_size=config.data.val_size,
                                   train_size=config.data.train_size, test_size=config.data.test_size,
-                                  seed=config.seed)
+                                  seed=config.seed, lazy=jax.process_count() > 1)  # per-host reading
         self.model = create_model(config.model.name, num_classes=info.num_classes,
                                   width_multiplier=config.model.width_multiplier, mean=info.mean, std=info.std)
         example = jnp.zeros((1,) + info.image_shape, jnp.float32)
@@ -54,7 +56,8 @@ class Setup:
         self.writer = summary_writer(config, workdir)
         print(f"[data] {config.data.name}: train {len(self.splits['train'])}, val {len(self.splits['val'])} "
               f"(attacked: {len(self.val_robust)}), test {len(self.splits['test'])}; "
-              f"{len(jax.devices())} device(s): {jax.devices()[0].platform}")
+              f"{len(jax.devices())} device(s): {jax.devices()[0].platform}"
+              + (f" on {jax.process_count()} processes" if jax.process_count() > 1 else ""))
 
     def eval_step(self, restarts: int | None):
         """Clean-only (``restarts=None``) or PGD with ``restarts`` random restarts; compiled once each."""

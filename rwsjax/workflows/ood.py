@@ -14,6 +14,7 @@ import os
 from tqdm.auto import tqdm
 
 from rwsjax import corruptions as cc
+from rwsjax import distributed
 from rwsjax.report.writers import read_json, write_json
 
 LISTS = {"all": cc.CORRUPTIONS, "benchmark": cc.BENCHMARK_CORRUPTIONS, "rift": cc.RIFT_CORRUPTIONS}
@@ -76,8 +77,9 @@ def evaluate_ood(s, models: dict, path: str) -> dict:
     sets = [(n, v) for n in names for v in severities]
     for name, severity in tqdm(sets, desc="OOD", leave=False):
         if c.ood.source == "generate":
-            cc.generate(c.data.name, name, severity, out_data_dir=directory, indices=indices, seed=c.seed,
-                        source_data_dir=c.data.data_dir, progress=False)
+            with distributed.main_first(f"ood {name}-{severity}"):  # process 0 writes, the others find it done
+                cc.generate(c.data.name, name, severity, out_data_dir=directory, indices=indices, seed=c.seed,
+                            source_data_dir=c.data.data_dir, progress=False)
         corrupted = cc.load_corrupted(c.data.name, name, severity, data_dir=directory, indices=indices,
                                       progress=False)
         for m, variables in models.items():

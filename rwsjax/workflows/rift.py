@@ -69,13 +69,15 @@ def module_criticality(s: Setup, at_variables) -> list[dict]:
     base = jax.random.PRNGKey(c.seed + 3)
     replicated = sharding.replicate(at_variables, s.mesh)
     xs = []
-    for i, (images, labels, mask) in enumerate(eval_batches(source, c.eval.batch_size)):
+    rows = sharding.local_rows(s.mesh, c.eval.batch_size)
+    for i, (images, labels, _) in enumerate(eval_batches(source, c.eval.batch_size, rows)):
         x = craft(replicated, *sharding.shard_batch((images, labels), s.mesh), jax.random.fold_in(base, i))
-        xs.append(np.asarray(jax.device_get(x))[mask])
-    x_adv = np.concatenate(xs)
+        xs.append(np.asarray(jax.device_get(x)))  # the whole batch, on every process
+    x_adv = np.concatenate(xs)[: len(source)]  # drop the padding of the last batch
     n = len(source)
-    mrc = MRC(s.model, at_variables, x_adv, source.labels, mesh=s.mesh, eps=c.mrc.eps, lr=c.mrc.learning_rate,
-              epochs=c.mrc.epochs, batch_size=c.mrc.batch_size, project_every=c.mrc.project_every, seed=c.seed)
+    mrc = MRC(s.model, at_variables, x_adv, source.labels, eps=c.mrc.eps, lr=c.mrc.learning_rate,
+              epochs=c.mrc.epochs, batch_size=c.mrc.batch_size, project_every=c.mrc.project_every, seed=c.seed,
+              devices=list(s.mesh.devices.flat))
     rows = mrc.criticality(s.kernels)
     write_json(path, {"eps": c.mrc.eps, "examples": n, "modules": rows})
     write_text(os.path.join(s.workdir, "mrc.md"), tables.mrc_table(rows))

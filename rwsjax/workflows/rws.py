@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from rwsjax import corruptions as cc
+from rwsjax import distributed
 from rwsjax.data.sources import DATASETS
 from rwsjax.data.splits import load_splits
 from rwsjax.report import rws_figures, tables
@@ -40,7 +41,7 @@ class Task:
     def __init__(self, config, workdir, dataset, *, val_size, train_size, test_size, mesh, corruption_names):
         self.dataset, self.config, self.mesh = dataset, config, mesh
         self.splits = load_splits(dataset, data_dir=config.data.data_dir, val_size=val_size, train_size=train_size,
-                                  test_size=test_size, seed=config.seed)
+                                  test_size=test_size, seed=config.seed, lazy=jax.process_count() > 1)
         self.model, self.example = zoo.build_model(config, dataset)
         self.corrupted_dir = config.corruptions.data_dir or os.path.join(workdir, "corrupted_tfds")
         self.names = corruption_names
@@ -57,9 +58,10 @@ class Task:
                                               self.splits["val"].source_indices]))
             else:
                 idx = self.splits["test"].source_indices
-            cc.generate(self.dataset, name, self.severity, out_data_dir=self.corrupted_dir, split=source,
-                        indices=idx, seed=self.config.seed, source_data_dir=self.config.data.data_dir,
-                        progress=False)
+            with distributed.main_first(f"corrupt {self.dataset} {name} {source}"):
+                cc.generate(self.dataset, name, self.severity, out_data_dir=self.corrupted_dir, split=source,
+                            indices=idx, seed=self.config.seed, source_data_dir=self.config.data.data_dir,
+                            progress=False)
             self._corrupted[key] = cc.load_corrupted(self.dataset, name, self.severity, data_dir=self.corrupted_dir,
                                                      split=source, indices=self.splits[split].source_indices,
                                                      progress=False)
@@ -158,7 +160,9 @@ def evaluate_signatures(c, workdir, a, b, theta_pre, start_a, start_b, clean_a, 
     def stored(sig, tag):
         """Write a signature file, read it back (validated), return (loaded signature, size in MB)."""
         file = os.path.join(sig_dir, f"{a.dataset}_{sig.corruption}_{tag}.safetensors")
-        signatures.save_signature(file, sig)
+        if distributed.is_main():
+            signatures.save_signature(file, sig)
+        distributed.barrier(f"signature {file}")
         return signatures.load_signature(file), _mb(file)
 
     if sig_cfg.bn not in BN_MODES:
