@@ -22,6 +22,7 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     spec.loader.exec_module(rift)
     c = rift.get_config(preset)
     c.workflow = "evaluate"
+    del c["redo"]  # one stage, always recomputed
     c.checkpoint = ""                # required: an Orbax variables directory
     for block in ("at", "mrc", "ft", "interp"):  # training/selection settings play no part here
         del c[block]

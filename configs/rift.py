@@ -116,6 +116,10 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     c.log = ml_collections.ConfigDict()
     c.log.tensorboard = True
 
+    # Stages at, mrc, ft, interp, report are skipped when done in the workdir; --config.redo=mrc recomputes
+    # MRC and everything after it (comma-separate several).
+    c.redo = ""
+
     if preset == "cpu":
         # ResNet-18 at width 16 on a stratified CIFAR-10 subset; the whole pipeline in < 40 min on 2 cores.
         c.model.width_multiplier = 0.25

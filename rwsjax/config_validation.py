@@ -89,7 +89,15 @@ def validate(config) -> None:
     choice("signature.bn", ("target", "reestimate_clean", "reestimate_corrupted"))
     at_least("signature.k", 1)
     n = jax.device_count()
-    for block in ("at", "ft", "pre", "finetune", "mrc", "eval"):
+    if _get(config, "redo") and config.get("workflow") == "rift":
+        from rwsjax.workflows.rift import STAGES
+        from rwsjax.workflows.stages import StageError, redo_list
+        try:
+            redo_list(config, STAGES)
+        except StageError as e:
+            problems.append(str(e))
+    at_least("mrc.batch_size", 1)  # MRC runs each module whole on one device: any batch size
+    for block in ("at", "ft", "pre", "finetune", "eval"):
         bs = _get(config, f"{block}.batch_size")
         if bs is not None and (bs < 1 or bs % n):
             problems.append(f"config.{block}.batch_size={bs} must be a positive multiple of the {n} device(s)")

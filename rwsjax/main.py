@@ -59,9 +59,16 @@ def main(argv):
     workdir = os.path.abspath(_WORKDIR.value)
     os.makedirs(workdir, exist_ok=True)
     distributed.check_shared_workdir(workdir)
+    workflow = importlib.import_module(f"rwsjax.workflows.{config.workflow}")
+    if hasattr(workflow, "STAGES"):
+        from rwsjax.workflows import stages
+        try:
+            status = stages.prepare(workdir, config, workflow.STAGES)
+        except stages.StageError as e:
+            raise app.UsageError(str(e)) from None
+        print("[stages] " + ", ".join(f"{k}: {v}" for k, v in status.items()))
     print(config)
     write_json(os.path.join(workdir, "config.json"), config.to_dict())
-    workflow = importlib.import_module(f"rwsjax.workflows.{config.workflow}")
     from rwsjax.train.loop import Preempted
     try:
         workflow.run(config, workdir)
@@ -78,6 +85,10 @@ def _parse_flags(argv):
     except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
         overrides = [a for a in argv[1:] if a.startswith("--config")]
         detail = str(e)
+        if "Traceback (most recent call last)" in detail:  # an error inside the config file: keep its last line
+            head = detail.split("Traceback (most recent call last)")[0].strip()
+            last = [line for line in detail.replace("\\n", "\n").splitlines() if line.strip()][-1].strip()
+            detail = f"{head} {last}"
         if len(detail) > 1 and detail[0] == detail[-1] == "'":  # AttributeError repr of a KeyError message
             detail = detail[1:-1]
         detail = detail.replace("\\n", " ").replace("\n", " ").replace("\\'", "'")

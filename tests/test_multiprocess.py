@@ -1,7 +1,7 @@
 """Multi-process runs: 2 processes x 2 CPU devices (gloo) agree with 1 process x 1 device.
 
 The processes are started by ``launch/local.sh`` (the users' local launcher)
-and run ``tests/multiprocess_check.py``: PGD-AT, then the RiFT pipeline, on
+and run ``tests/pipeline_check.py``: PGD-AT, then the RiFT pipeline, on
 real CIFAR-10 (smoke preset).  Then a checkpoint written by the 4-device run
 is restored by a 1-device run, which continues training.
 """
@@ -20,7 +20,7 @@ import pytest
 
 from conftest import ROOT, needs_data
 
-CHECK = os.path.join(ROOT, "tests", "multiprocess_check.py")
+CHECK = os.path.join(ROOT, "tests", "pipeline_check.py")
 
 
 def _run(args, env_extra, timeout=900):

@@ -109,6 +109,20 @@ def test_mrc_table_definition(mrc_setup):
     assert z.criticality({"conv1": ks["conv1"]})[0]["mrc"] == 0.0
 
 
+def test_mrc_stops_between_modules_and_resumes_exactly(mrc_setup):
+    """A stop request ends the pass after the module in flight; a re-run with the saved rows finishes it
+    with exactly the rows of an uninterrupted pass."""
+    model, variables, x_adv, y, mesh = mrc_setup
+    ks = kernels(variables["params"], call_order(model, variables, jnp.zeros((1, 32, 32, 3))))
+    chosen = {k: ks[k] for k in ("conv1", "layer2.0.conv2", "linear")}
+    m = MRC(model, variables, x_adv, y, devices=list(mesh.devices.flat), eps=0.1, lr=1.0, epochs=1, batch_size=32)
+    full = m.criticality(chosen)
+    saved = []
+    part = m.criticality(chosen, on_row=saved.append, stop=lambda: len(saved) >= 1)
+    assert [r["module"] for r in part] == ["conv1"] and part == saved
+    assert m.criticality(chosen, done={r["module"]: r for r in saved}) == full
+
+
 # ---------------------------------------------------------------- fine-tuning
 
 def test_choose_modules():

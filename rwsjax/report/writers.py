@@ -43,6 +43,11 @@ def write_json(path: str, obj: Any) -> None:
     write_text(path, json.dumps(_clean(obj), indent=2) + "\n")
 
 
+def write_local_json(path: str, obj: Any) -> None:
+    """Atomic JSON written by *this* process (no barrier): per-process progress such as finished MRC rows."""
+    _write_text(path, json.dumps(_clean(obj), indent=2) + "\n")
+
+
 def read_json(path: str) -> Any:
     with open(path) as f:
         return json.load(f)

@@ -171,12 +171,18 @@ class MRC:
                 "robust_accuracy_at": acc0, "robust_accuracy_at_max": acc_max, "accuracy_drop": acc0 - acc_max,
                 "history": history}
 
-    def criticality(self, modules: dict[str, tuple[str, ...]], *, baseline: tuple[float, float] | None = None
-                    ) -> list[dict]:
+    def criticality(self, modules: dict[str, tuple[str, ...]], *, baseline: tuple[float, float] | None = None,
+                    done: dict[str, dict] | None = None, on_row=None, stop=None) -> list[dict]:
         """MRC of every module in ``modules`` (``{dotted name: kernel path}``), in the given order.
 
         Module ``i`` is computed on ``devices[i % len(devices)]``; every process
         must call this (a collective when there are several) and gets all rows.
+
+        Resumable: rows in ``done`` (``{module: row}``, e.g. saved by an earlier
+        run) are not recomputed; ``on_row(row)`` is called (from a worker thread)
+        as each new row is finished, to persist it; when ``stop()`` turns True the
+        workers finish their current module and take no more, and the rows
+        finished so far are returned (fewer than ``modules``).
 
         Returns one row per module: ``module``, ``shape``, ``mrc`` (loss increase,
         nats), ``loss_at`` / ``loss_max`` (mean CE on X_adv), ``robust_accuracy_at``
@@ -184,19 +190,27 @@ class MRC:
         ``history`` (per ascent epoch: ``loss``, ``accuracy``, ``relative_norm``).
         """
         names = list(modules)
+        done = dict(done or {})
         local = self._local_devices()
-        work = {d: [n for i, n in enumerate(names) if self.devices[i % len(self.devices)] == d] for d in local}
+        work = {d: [n for i, n in enumerate(names) if self.devices[i % len(self.devices)] == d and n not in done]
+                for d in local}
         if baseline is None and names:
             first = modules[names[0]]
             baseline = self.robust_loss(first, jnp.zeros_like(get_leaf(self.variables["params"], tuple(first))),
                                         local[0])
 
         def run(device):
-            return [self._row(n, tuple(modules[n]), device, baseline) for n in work[device]]
+            rows = []
+            for n in work[device]:
+                if stop is not None and stop():
+                    break
+                rows.append(self._row(n, tuple(modules[n]), device, baseline))
+                if on_row is not None:
+                    on_row(rows[-1])
+            return rows
 
         with ThreadPoolExecutor(max_workers=max(1, len(local))) as pool:
             mine = {row["module"]: row for rows in pool.map(run, local) for row in rows}
-        merged = {}
         for part in distributed.gather_objects(mine):
-            merged.update(part)
-        return [merged[n] for n in names]
+            done.update(part)
+        return [done[n] for n in names if n in done]

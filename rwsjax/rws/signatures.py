@@ -547,13 +547,26 @@ def make_signature(tensors: Mapping[str, Any], *, architecture: str, width_multi
 # File format.
 # ---------------------------------------------------------------------------
 
+CHECKSUM_KEY = "rwsjax_sha256"  # header metadata: SHA-256 of the tensor payload (names, dtypes, shapes, bytes)
+
+
+def _checksum(tensors: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = np.ascontiguousarray(tensors[name])
+        h.update(f"{name}|{t.dtype.str}|{t.shape}|".encode())
+        h.update(t.tobytes())
+    return h.hexdigest()
+
+
 def save_signature(path: str | os.PathLike, signature: Signature) -> None:
     """Write ``signature`` to a ``.safetensors`` file, atomically.
 
     Layout: unquantized → float32 tensor ``<name>`` per layer; quantized →
     ``<name>.codes`` (uint8 ``[ceil(n·bits/8)]``), ``<name>.min`` and
     ``<name>.scale`` (float32 scalars).  ``meta`` is stored as JSON under
-    ``{"rwsjax_signature": json}`` in the safetensors header metadata.  The
+    ``{"rwsjax_signature": json}`` in the safetensors header metadata, with
+    the SHA-256 of the tensors under ``"rwsjax_sha256"``.  The
     file is written to a temporary file in the same directory, fsynced and
     renamed over ``path`` (readers see the old or the new file, never half).
     """
@@ -569,7 +582,7 @@ def save_signature(path: str | os.PathLike, signature: Signature) -> None:
             tensors[f"{name}.codes"] = np.asarray(q.codes_packed, dtype=np.uint8, order="C")
             tensors[f"{name}.min"] = np.asarray(q.minimum, dtype=np.float32)
             tensors[f"{name}.scale"] = np.asarray(q.scale, dtype=np.float32)
-    metadata = {METADATA_KEY: json.dumps(signature.meta, allow_nan=False)}
+    metadata = {METADATA_KEY: json.dumps(signature.meta, allow_nan=False), CHECKSUM_KEY: _checksum(tensors)}
 
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -588,7 +601,8 @@ def save_signature(path: str | os.PathLike, signature: Signature) -> None:
 def load_signature(path: str | os.PathLike) -> Signature:
     """Read and validate a signature written by :func:`save_signature`.
 
-    Checks: the file parses as safetensors; it carries ``rwsjax_signature``
+    Checks: the file parses as safetensors; its tensors match the stored
+    SHA-256 (files written before checksums existed have none); it carries ``rwsjax_signature``
     JSON metadata of a supported ``format_version``; every layer of
     ``meta["layers"]`` is present with the right dtype and shape (packed code
     length ``ceil(n·bits/8)``, scalar finite ``min``/``scale``, ``scale ≥ 0``)
@@ -619,6 +633,9 @@ def load_signature(path: str | os.PathLike) -> Signature:
 
     if METADATA_KEY not in header_meta:
         raise bad(f"no {METADATA_KEY!r} metadata in the header; not an rwsjax signature file")
+    if CHECKSUM_KEY in header_meta and header_meta[CHECKSUM_KEY] != _checksum(raw):
+        raise bad("tensor data does not match the file's SHA-256 checksum: the file is corrupt (bit flips "
+                  "in storage or transfer); copy it again from its source")
     try:
         meta = json.loads(header_meta[METADATA_KEY])
     except json.JSONDecodeError as e:

@@ -17,6 +17,40 @@ import orbax.checkpoint as ocp
 PyTree = Any
 
 
+class CheckpointError(ValueError):
+    """A checkpoint is missing, truncated/corrupt, or does not match the model it is loaded into."""
+
+
+def _leaves(tree) -> dict[str, Any]:
+    return {"/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path): leaf
+            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def first_mismatch(saved: PyTree, like: PyTree) -> str | None:
+    """The first difference in structure, shape or dtype between a checkpoint's tree and ``like``.
+
+    ``saved`` holds anything with ``.shape``/``.dtype`` (Orbax ``ArrayMetadata`` or arrays).
+    Returns e.g. ``"params/conv1/kernel: shape (3, 3, 3, 64) in the checkpoint, (3, 3, 3, 16)
+    expected (and 20 more differences)"``, or None when they match.
+    """
+    a, b = _leaves(saved), _leaves(like)
+    problems = []
+    for key in sorted(set(a) | set(b), key=lambda k: ("params" not in k.split("/"), k)):  # weights first
+        if key not in a:
+            problems.append(f"{key}: missing from the checkpoint")
+        elif key not in b:
+            problems.append(f"{key}: in the checkpoint but not in the model")
+        elif tuple(a[key].shape) != tuple(np.shape(b[key])):
+            problems.append(f"{key}: shape {tuple(a[key].shape)} in the checkpoint, {tuple(np.shape(b[key]))} "
+                            "expected")
+        elif np.dtype(a[key].dtype) != np.dtype(getattr(b[key], "dtype", np.asarray(b[key]).dtype)):
+            problems.append(f"{key}: dtype {np.dtype(a[key].dtype)} in the checkpoint, "
+                            f"{np.dtype(getattr(b[key], 'dtype', np.asarray(b[key]).dtype))} expected")
+    if not problems:
+        return None
+    return problems[0] + (f" (and {len(problems) - 1} more differences)" if len(problems) > 1 else "")
+
+
 def _abstract(tree: PyTree, sharding=None) -> PyTree:
     """Shapes/dtypes of ``tree`` placed with ``sharding`` (default: replicated over all devices).
 
@@ -41,7 +75,9 @@ class Checkpoints:
     def __init__(self, directory: str, max_to_keep: int = 2):
         self.directory = os.path.abspath(directory)
         self._manager = ocp.CheckpointManager(
-            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+            item_handlers={"state": ocp.StandardCheckpointHandler(), "best": ocp.StandardCheckpointHandler(),
+                           "meta": ocp.JsonCheckpointHandler()})  # known up front: metadata readable on resume
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -57,10 +93,31 @@ class Checkpoints:
 
         The checkpoint may come from any number of devices or processes.
         """
-        out = self._manager.restore(int(step), args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(_abstract(state, sharding)),
-            best=ocp.args.StandardRestore(_abstract(best, sharding)), meta=ocp.args.JsonRestore()))
+        where = os.path.join(self.directory, str(step))
+        try:
+            saved = self._manager.item_metadata(int(step))
+            saved = saved.get("state") if saved is not None else None
+            if saved is None or not jax.tree.leaves(saved):
+                raise ValueError("Orbax finds no array metadata")
+            problem = first_mismatch(saved, state)
+        except Exception as e:  # noqa: BLE001 — unreadable metadata = damaged checkpoint
+            raise CheckpointError(f"checkpoint {where} is unreadable ({type(e).__name__}: {e}); it is truncated "
+                                  "or corrupt") from None
+        if problem:
+            raise CheckpointError(f"checkpoint {where} does not match this model: {problem}. It was written by "
+                                  "another config (model, width, dataset); use a new --workdir or "
+                                  "--config.redo for this stage")
+        try:
+            out = self._manager.restore(int(step), args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(_abstract(state, sharding)),
+                best=ocp.args.StandardRestore(_abstract(best, sharding)), meta=ocp.args.JsonRestore()))
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(f"checkpoint {where} could not be read ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0][:300]}); it is truncated or corrupt") from None
         return out.state, out.best, out.meta
+
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
 
     def close(self) -> None:
         self._manager.close()
@@ -79,10 +136,34 @@ def load_variables(path: str, like: PyTree | None = None) -> PyTree:
     Returns host (NumPy) arrays when ``like`` is given (restored replicated, so
     this works on any device/process count).
     """
+    path = os.path.abspath(path)
+    if not exists(path):
+        raise CheckpointError(f"no checkpoint at {path}: expected an Orbax variables directory (e.g. "
+                              "WORKDIR/at/final) containing _CHECKPOINT_METADATA" +
+                              ("; this one is incomplete (a killed write?)" if os.path.isdir(path) else ""))
     ckptr = ocp.StandardCheckpointer()
-    if like is None:
-        return ckptr.restore(os.path.abspath(path))
-    return jax.device_get(ckptr.restore(os.path.abspath(path), _abstract(like)))
+    try:
+        saved = ckptr.metadata(path)
+        saved = getattr(getattr(saved, "item_metadata", None), "tree", None)
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); it is truncated or "
+                              "corrupt") from None
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"checkpoint {path} is unreadable (Orbax finds no array metadata); it is truncated "
+                              "or corrupt")
+    if like is not None:
+        problem = first_mismatch(saved, like)
+        if problem:
+            raise CheckpointError(f"checkpoint {path} does not match the configured model: {problem}. Check "
+                                  "--config.model.name / width_multiplier / data.name against the run that "
+                                  "wrote it")
+    try:
+        if like is None:
+            return ckptr.restore(path)
+        return jax.device_get(ckptr.restore(path, _abstract(like)))
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"checkpoint {path} could not be read ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:300]}); it is truncated or corrupt") from None
 
 
 def exists(path: str) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 from typing import Any, Callable
 
 import jax
@@ -23,7 +24,7 @@ from rwsjax import distributed
 from rwsjax.data.batching import steps_per_epoch, train_batches
 from rwsjax.data.sources import Split
 from rwsjax.train import sharding
-from rwsjax.train.checkpoint import Checkpoints
+from rwsjax.train.checkpoint import CheckpointError, Checkpoints
 from rwsjax.train.state import TrainState
 
 
@@ -54,6 +55,26 @@ def stop_on_signal():
     finally:
         for sig, h in previous.items():
             signal.signal(sig, h)
+
+
+def _restore_newest_readable(ckpt: Checkpoints, name: str, state, best, replicated):
+    """Restore the newest checkpoint that reads; a damaged one is skipped with a warning (never deleted)."""
+    errors = []
+    for step in sorted(ckpt.all_steps(), reverse=True):
+        try:
+            return ckpt.restore(step, state=state, best=best, sharding=replicated)
+        except CheckpointError as e:
+            if "does not match" in str(e):
+                raise
+            errors.append(str(e))
+            print(f"[{name}] warning: {e}; trying an older checkpoint", file=sys.stderr)
+    raise CheckpointError(f"[{name}] no readable checkpoint in {ckpt.directory}: " + " | ".join(errors) +
+                          ". Move the directory away to start this stage over")
+
+
+# Testing hook: "STEP:KILL" or "STEP:TERM" sends SIGKILL (a crash) or SIGTERM (a preemption notice) to this
+# process right after global step STEP.
+_FAULT = "RWSJAX_FAULT_AT_STEP"
 
 
 def fit(
@@ -95,8 +116,7 @@ def fit(
     best = jax.device_get(state.variables)
     meta = {"history": [], "best_metric": None, "best_epoch": None}
     if ckpt.latest_step() is not None:
-        state, best, meta = ckpt.restore(ckpt.latest_step(), state=state, best=best,
-                                         sharding=sharding.replicated(mesh))
+        state, best, meta = _restore_newest_readable(ckpt, name, state, best, sharding.replicated(mesh))
         best = jax.device_get(best)
         print(f"[{name}] resumed from {directory} at step {int(state.step)}")
     # Fresh device buffers: the jitted step donates the state, which must not delete the caller's arrays.
@@ -125,6 +145,9 @@ def fit(
                         f"stopped, the last good checkpoint in {directory} is kept. "
                         "Lower the learning rate or check the data.")
                 step += 1
+                fault = os.environ.get(_FAULT, "").split(":")
+                if fault[0] == str(step):
+                    os.kill(os.getpid(), signal.SIGKILL if fault[1:] == ["KILL"] else signal.SIGTERM)
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + v
                 if writer is not None:

@@ -5,8 +5,10 @@
       → test report (clean, PGD-10 worst of 3, OOD)
 
 Every stage writes its output into the workdir and is skipped when that
-output exists; the two training stages checkpoint every epoch (and on
-SIGTERM/SIGINT) and resume where they stopped.  The test split is only ever
+output exists (``STAGES``; ``--config.redo=STAGE`` recomputes one and the
+later ones, a changed config for a done stage is refused — see
+:mod:`rwsjax.workflows.stages`); the two training stages checkpoint every
+epoch (and on SIGTERM/SIGINT) and resume where they stopped.  The test split is only ever
 used for the final report; every choice (best AT epoch, best FT epoch, α*)
 is made on the validation split carved from train.
 """
@@ -22,17 +24,29 @@ import numpy as np
 
 from rwsjax.data.batching import eval_batches, steps_per_epoch
 from rwsjax.report import figures, tables
-from rwsjax.report.writers import read_json, write_json, write_text
+from rwsjax.report.writers import read_json, write_json, write_local_json, write_text
 from rwsjax.rift.finetune import choose_modules, finetune_optimizer
 from rwsjax.rift.mrc import MRC
 from rwsjax.rift.select import select_alpha
 from rwsjax.train import checkpoint, sharding, steps
 from rwsjax.train.evaluate import evaluate
-from rwsjax.train.loop import fit
+from rwsjax import distributed
+from rwsjax.train.loop import Preempted, fit, stop_on_signal
 from rwsjax.train.state import TrainState, sgd
 from rwsjax.weights.patch import interpolate
 from rwsjax.workflows import ood
 from rwsjax.workflows.common import Setup, subset
+from rwsjax.workflows.stages import Stage
+
+_ATTACK = ("eval.norm", "eval.eps", "eval.step_size", "eval.steps", "eval.random_start")
+STAGES = (
+    Stage("at", ("at/final", "at/checkpoints", "at/history.json", "at/curves.png"),
+          ("seed", "data", "model", "attack", "at", *_ATTACK)),
+    Stage("mrc", ("mrc.json", "mrc_partial", "mrc.md", "mrc.png"), ("mrc", *_ATTACK)),
+    Stage("ft", ("ft/final", "ft/checkpoints", "ft/history.json"), ("ft",)),
+    Stage("interp", ("interpolation.json", "interpolation.png"), ("interp",)),
+    Stage("report", ("results.json", "report.md", "ood.json"), ("eval", "ood")),
+)
 
 
 def adversarial_training(s: Setup) -> dict:
@@ -78,7 +92,20 @@ def module_criticality(s: Setup, at_variables) -> list[dict]:
     mrc = MRC(s.model, at_variables, x_adv, source.labels, eps=c.mrc.eps, lr=c.mrc.learning_rate,
               epochs=c.mrc.epochs, batch_size=c.mrc.batch_size, project_every=c.mrc.project_every, seed=c.seed,
               devices=list(s.mesh.devices.flat))
-    rows = mrc.criticality(s.kernels)
+    # Each finished row is saved at once (by the process that computed it), so a preempted MRC pass resumes.
+    partial = os.path.join(s.workdir, "mrc_partial")
+    os.makedirs(partial, exist_ok=True)
+    done = {r["module"]: r for r in (read_json(os.path.join(partial, f)) for f in sorted(os.listdir(partial))
+                                     if f.endswith(".json"))}
+    if done:
+        print(f"[mrc] resuming: {len(done)} of {len(s.kernels)} modules done in {partial}")
+    with stop_on_signal() as flag:
+        rows = mrc.criticality(s.kernels, done=done,
+                               on_row=lambda r: write_local_json(os.path.join(partial, f"{r['module']}.json"), r),
+                               stop=lambda: flag.requested is not None)
+        if distributed.any_process(len(rows) < len(s.kernels)):
+            raise Preempted(f"[mrc] {flag.requested or 'a stop signal'} received: {len(rows)} of {len(s.kernels)} "
+                            f"modules done and saved in {partial}; run the same command again to continue")
     write_json(path, {"eps": c.mrc.eps, "examples": n, "modules": rows})
     write_text(os.path.join(s.workdir, "mrc.md"), tables.mrc_table(rows))
     figures.mrc_bar_chart(rows, os.path.join(s.workdir, "mrc.png"),

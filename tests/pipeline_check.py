@@ -1,6 +1,6 @@
-"""One process of the multi-process test (see test_multiprocess.py); also runs single-process.
+"""A small RiFT run for the multi-process and kill/resume tests (test_multiprocess.py, test_reliability.py).
 
-    python tests/multiprocess_check.py MODE WORKDIR [AT_EPOCHS]
+    python tests/pipeline_check.py MODE WORKDIR [AT_EPOCHS]
 
 MODE ``rift``: the RiFT pipeline (smoke preset on 128 training images, so 2
 PGD-AT steps of 64, one fine-tuning epoch, no OOD), with ℓ2 PGD (ε=0.5) and
@@ -53,11 +53,16 @@ def main():
     writers._save_figure = lambda fig, path: (writes.append(os.path.relpath(path, workdir)), inner_figure(fig, path))
     os.makedirs(workdir, exist_ok=True)
     distributed.check_shared_workdir(workdir)
+    from rwsjax.train.loop import Preempted
     from rwsjax.workflows import rift
-    if mode == "rift":
-        rift.run(config, workdir)
-    else:
-        rift.adversarial_training(rift.Setup(config, workdir))
+    try:
+        if mode == "rift":
+            rift.run(config, workdir)
+        else:
+            rift.adversarial_training(rift.Setup(config, workdir))
+    except Preempted as e:  # as rwsjax.main does
+        print(e, file=sys.stderr)
+        sys.exit(143)
     log = os.path.join(workdir, "writes", f"process_{jax.process_index()}.json")
     os.makedirs(os.path.dirname(log), exist_ok=True)
     with open(log, "w") as f:
