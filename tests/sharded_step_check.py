@@ -58,8 +58,8 @@ def main():
     from rwsjax.weights.modules import call_order, kernels
     x_adv = np.asarray(x_adv, np.float32)
     ks = kernels(variables["params"], call_order(model, variables, jnp.zeros((1, 32, 32, 3))))
-    chosen = {k: ks[k] for k in ("conv1", "layer1.0.conv1", "layer2.0.shortcut.0", "layer4.1.conv2", "linear")}
-    rows = {n: MRC(model, variables, x_adv, split.labels, eps=0.1, lr=1.0, epochs=2, batch_size=16,
+    chosen = {k: ks[k] for k in ("conv1", "layer2.0.shortcut.0", "linear")}
+    rows = {n: MRC(model, variables, x_adv, split.labels, eps=0.1, lr=1.0, epochs=1, batch_size=16,
                    devices=d).criticality(chosen) for n, d in (("one", jax.devices()[:1]), ("two", jax.devices()))}
     report["mrc"] = {n: [{k: r[k] for k in ("module", "mrc", "loss_at", "loss_max")} for r in v]
                      for n, v in rows.items()}

