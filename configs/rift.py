@@ -58,6 +58,7 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
 
     c.at = ml_collections.ConfigDict()
     c.at.regime = "pgd_at"
+    c.at.beta = 6.0                  # TRADES / MART trade-off β (regime trades | mart; both papers: 6)
     c.at.epochs = 110
     c.at.batch_size = 128
     c.at.learning_rate = 0.1

@@ -56,6 +56,7 @@ def validate(config) -> None:
         at_least(f"{block}.steps", 0)
     at_least("eval.restarts", 1)
     choice("at.regime", REGIMES)
+    at_least("at.beta", 0)
     choice("at.attack_bn", ATTACK_BN_MODES)
     choice("ft.bn_mode", BN_MODES)
     choice("ft.modules", STRATEGIES)

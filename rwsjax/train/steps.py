@@ -16,10 +16,10 @@ import optax
 
 from rwsjax.attacks import pgd as pgd_lib
 from rwsjax.data.augment import random_crop_flip
-from rwsjax.train import sharding
+from rwsjax.train import losses, sharding
 from rwsjax.train.state import TrainState
 
-REGIMES = ("standard", "pgd_at")
+REGIMES = ("standard", "pgd_at", "trades", "mart")
 ATTACK_BN_MODES = ("batch", "eval")
 BN_MODES = ("train", "frozen")
 
@@ -54,6 +54,7 @@ def make_train_step(
     attack_bn: str = "batch",
     bn_mode: str = "train",
     augment: bool = True,
+    beta: float = 6.0,
 ) -> Callable:
     """Build the jitted training step.
 
@@ -61,8 +62,13 @@ def make_train_step(
       model: Flax model taking [0,1] images ``[B, H, W, C]``.
       tx: optax optimizer (a masked one freezes parameters, see ``rift.finetune``).
       mesh: device mesh; batch sharded over ``"data"``, state replicated.
-      regime: ``"standard"`` (clean cross-entropy) or ``"pgd_at"`` (Madry et
-        al. 2018: minimize the cross-entropy on PGD examples, Eq. 2.1).
+      regime: ``"standard"`` (clean cross-entropy), ``"pgd_at"`` (Madry et
+        al. 2018: minimize the cross-entropy on PGD examples, Eq. 2.1),
+        ``"trades"`` (Zhang et al. 2019, Eq. 5: CE + β·KL, x' from PGD on the
+        KL) or ``"mart"`` (Wang et al. 2020: boosted CE + β·weighted KL, x' from
+        PGD on the CE); TRADES/MART start their attack at x + 0.001·N(0, I) as
+        the official code does, and run the clean and adversarial batches as
+        two train-mode passes (BN statistics updated by both).
       attack: PGD keyword arguments (:func:`attack_kwargs`) for ``pgd_at``.
       attack_bn: BatchNorm while crafting training attacks: ``"batch"`` (batch
         statistics, running averages not updated — Bag of Tricks practice) or
@@ -70,6 +76,7 @@ def make_train_step(
       bn_mode: ``"train"`` (batch statistics, running averages updated) or
         ``"frozen"`` (running statistics used and kept).
       augment: pad-4 reflect random crop + horizontal flip on device.
+      beta: the TRADES/MART trade-off β (both papers: 6 on CIFAR-10).
 
     Returns:
       ``step(state, images_u8 [B,H,W,C] uint8, labels [B] int32, key) ->
@@ -89,13 +96,26 @@ def make_train_step(
         x = _images(images_u8)
         if augment:
             x = random_crop_flip(k_aug, x)
-        if regime == "pgd_at":
+        x_adv = None
+        if regime != "standard":
             v = state.variables
             fn = batch_stats_logits_fn(model, v) if attack_bn == "batch" else eval_logits_fn(model, v)
-            x = pgd_lib.pgd(fn, x, labels, k_adv, **attack)
+            if regime == "pgd_at":
+                x = pgd_lib.pgd(fn, x, labels, k_adv, **attack)
+            elif regime == "trades":
+                clean = jax.lax.stop_gradient(fn(x))
+                x_adv = pgd_lib.pgd(fn, x, labels, k_adv, **attack, gaussian_start=0.001,
+                                    loss_fn=lambda logits, _: losses.kl_divergence(clean, logits))
+            else:
+                x_adv = pgd_lib.pgd(fn, x, labels, k_adv, **attack, gaussian_start=0.001)
 
         def loss_fn(params):
             variables = {"params": params, "batch_stats": state.batch_stats}
+            if x_adv is not None:  # TRADES / MART: clean and adversarial batches, two train-mode passes
+                nat, upd = model.apply(variables, x, train=True, mutable=["batch_stats"])
+                adv, upd = model.apply({"params": params, **upd}, x_adv, train=True, mutable=["batch_stats"])
+                objective = losses.trades_loss if regime == "trades" else losses.mart_loss
+                return objective(nat, adv, labels, beta), (adv, upd["batch_stats"])
             if bn_mode == "train":
                 logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
                 new_stats = updates["batch_stats"]

@@ -59,7 +59,8 @@ def adversarial_training(s: Setup) -> dict:
     tx = sgd(c.at.learning_rate, momentum=c.at.momentum, weight_decay=c.at.weight_decay, steps_per_epoch=spe,
              decay_epochs=c.at.decay_epochs, decay_factor=c.at.decay_factor)
     train_step = steps.make_train_step(s.model, tx, s.mesh, regime=c.at.regime,
-                                       attack=steps.attack_kwargs(c.attack), attack_bn=c.at.attack_bn)
+                                       attack=steps.attack_kwargs(c.attack), attack_bn=c.at.attack_bn,
+                                       beta=c.at.beta)
     val_step = s.eval_step(restarts=1)
     best, history = fit(name="at", directory=os.path.join(s.workdir, "at", "checkpoints"),
                         state=TrainState.create(s.init_variables, tx), train_step=train_step,
