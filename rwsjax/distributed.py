@@ -125,6 +125,13 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+def on_main(name: str, fn, *args) -> None:
+    """``fn(*args)`` on process 0 only, then a barrier ``name``: its effect (a file) is visible to all."""
+    if is_main():
+        fn(*args)
+    barrier(name)
+
+
 @contextlib.contextmanager
 def main_first(name: str):
     """Process 0 runs the body first; the others run it after it finished (e.g. to reuse a cache it wrote)."""
@@ -139,7 +146,7 @@ def check_shared_workdir(workdir: str) -> None:
     """Verify that every process sees the files process 0 writes in ``workdir``.
 
     Raises:
-      RuntimeError: (on the process that cannot see them) the workdir is not on a shared filesystem.
+      RuntimeError: (on every process) some process cannot see the file: the workdir is not shared.
     """
     if jax.process_count() == 1:
         return

@@ -17,9 +17,7 @@ from rwsjax import distributed
 
 def write_text(path: str, text: str) -> None:
     """Write ``text`` to ``path`` atomically (a reader sees the old or the new file, never half)."""
-    if distributed.is_main():
-        _write_text(path, text)
-    distributed.barrier(f"write {path}")
+    distributed.on_main(f"write {path}", _write_text, path, text)
 
 
 def _write_text(path: str, text: str) -> None:
@@ -69,9 +67,7 @@ def _clean(obj):
 
 def save_figure(fig, path: str) -> None:
     """Save a matplotlib figure atomically as PNG (process 0 only)."""
-    if distributed.is_main():
-        _save_figure(fig, path)
-    distributed.barrier(f"figure {path}")
+    distributed.on_main(f"figure {path}", _save_figure, fig, path)
 
 
 def _save_figure(fig, path: str) -> None:

@@ -21,6 +21,10 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, truncated/corrupt, or does not match the model it is loaded into."""
 
 
+class CheckpointMismatchError(CheckpointError):
+    """The checkpoint is readable but its tree, shapes or dtypes differ from the model's."""
+
+
 def _leaves(tree) -> dict[str, Any]:
     return {"/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path): leaf
             for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
@@ -104,7 +108,7 @@ class Checkpoints:
             raise CheckpointError(f"checkpoint {where} is unreadable ({type(e).__name__}: {e}); it is truncated "
                                   "or corrupt") from None
         if problem:
-            raise CheckpointError(f"checkpoint {where} does not match this model: {problem}. It was written by "
+            raise CheckpointMismatchError(f"checkpoint {where} does not match this model: {problem}. It was written by "
                                   "another config (model, width, dataset); use a new --workdir or "
                                   "--config.redo for this stage")
         try:
@@ -154,7 +158,7 @@ def load_variables(path: str, like: PyTree | None = None) -> PyTree:
     if like is not None:
         problem = first_mismatch(saved, like)
         if problem:
-            raise CheckpointError(f"checkpoint {path} does not match the configured model: {problem}. Check "
+            raise CheckpointMismatchError(f"checkpoint {path} does not match the configured model: {problem}. Check "
                                   "--config.model.name / width_multiplier / data.name against the run that "
                                   "wrote it")
     try:

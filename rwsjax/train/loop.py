@@ -24,7 +24,7 @@ from rwsjax import distributed
 from rwsjax.data.batching import steps_per_epoch, train_batches
 from rwsjax.data.sources import Split
 from rwsjax.train import sharding
-from rwsjax.train.checkpoint import CheckpointError, Checkpoints
+from rwsjax.train.checkpoint import CheckpointError, CheckpointMismatchError, Checkpoints
 from rwsjax.train.state import TrainState
 
 
@@ -63,9 +63,9 @@ def _restore_newest_readable(ckpt: Checkpoints, name: str, state, best, replicat
     for step in sorted(ckpt.all_steps(), reverse=True):
         try:
             return ckpt.restore(step, state=state, best=best, sharding=replicated)
+        except CheckpointMismatchError:
+            raise  # another model's checkpoint: an older one would not match either
         except CheckpointError as e:
-            if "does not match" in str(e):
-                raise
             errors.append(str(e))
             print(f"[{name}] warning: {e}; trying an older checkpoint", file=sys.stderr)
     raise CheckpointError(f"[{name}] no readable checkpoint in {ckpt.directory}: " + " | ".join(errors) +

@@ -160,9 +160,7 @@ def evaluate_signatures(c, workdir, a, b, theta_pre, start_a, start_b, clean_a, 
     def stored(sig, tag):
         """Write a signature file, read it back (validated), return (loaded signature, size in MB)."""
         file = os.path.join(sig_dir, f"{a.dataset}_{sig.corruption}_{tag}.safetensors")
-        if distributed.is_main():
-            signatures.save_signature(file, sig)
-        distributed.barrier(f"signature {file}")
+        distributed.on_main(f"signature {file}", signatures.save_signature, file, sig)
         return signatures.load_signature(file), _mb(file)
 
     if sig_cfg.bn not in BN_MODES:
