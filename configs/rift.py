@@ -57,8 +57,11 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     c.attack.unroll = True           # unrolled PGD loop (XLA:CPU: 6–8× faster than lax.fori_loop)
 
     c.at = ml_collections.ConfigDict()
-    c.at.regime = "pgd_at"
-    c.at.beta = 6.0                  # TRADES / MART trade-off β (regime trades | mart; both papers: 6)
+    c.at.regime = "pgd_at"           # pgd_at | trades | mart | score (Table 2 of RiFT; losses in rwsjax.train.losses)
+    c.at.beta = ml_collections.FieldReference(None, field_type=float)  # trade-off β; None: paper's (6, 6, 4)
+    c.at.awp = False                 # adversarial weight perturbation (Wu et al. 2020) on top of the regime
+    c.at.awp_gamma = ml_collections.FieldReference(None, field_type=float)  # None: 1e-2 (AT/MART), 5e-3 (TRADES/SCORE)
+    c.at.awp_warmup = ml_collections.FieldReference(None, field_type=int)   # epochs without AWP; None: 0 / 10
     c.at.epochs = 110
     c.at.batch_size = 128
     c.at.learning_rate = 0.1
@@ -79,6 +82,12 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     c.eval.unroll = True
     c.eval.restarts = 3
     c.eval.batch_size = 256
+    # AutoAttack-lite (APGD-CE, then APGD-T on the 9 most likely wrong classes; Croce & Hein 2020) in the
+    # report next to PGD: per attack and combined.  About 100× the cost of PGD-10: off unless asked for.
+    c.eval.autoattack = False
+    c.eval.apgd_iters = 100
+    c.eval.apgd_targets = 9
+    c.eval.autoattack_size = ml_collections.FieldReference(None, field_type=int)  # None: the whole test split
 
     c.mrc = ml_collections.ConfigDict()
     c.mrc.eps = 0.1

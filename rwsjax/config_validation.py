@@ -55,8 +55,15 @@ def validate(config) -> None:
         at_least(f"{block}.step_size", 0, strict=True)
         at_least(f"{block}.steps", 0)
     at_least("eval.restarts", 1)
+    at_least("eval.apgd_iters", 1)
+    at_least("eval.apgd_targets", 1)
+    at_least("eval.autoattack_size", 1)
     choice("at.regime", REGIMES)
     at_least("at.beta", 0)
+    at_least("at.awp_gamma", 0)
+    at_least("at.awp_warmup", 0)
+    if _get(config, "at.awp") and _get(config, "at.regime") == "standard":
+        problems.append("config.at.awp=True needs an adversarial config.at.regime (pgd_at, trades, mart or score)")
     choice("at.attack_bn", ATTACK_BN_MODES)
     choice("ft.bn_mode", BN_MODES)
     choice("ft.modules", STRATEGIES)
@@ -104,3 +111,24 @@ def validate(config) -> None:
             problems.append(f"config.{block}.batch_size={bs} must be a positive multiple of the {n} device(s)")
     if problems:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+
+
+def resolve_defaults(config) -> None:
+    """Fill the fields whose default depends on another field, in place (after :func:`validate`).
+
+    ``at.beta`` None → the regime's paper β (TRADES 6, MART 6, SCORE 4; unused by PGD-AT);
+    ``at.awp_gamma`` / ``at.awp_warmup`` None → the AWP paper's γ and warm-up epochs for the regime.
+    The resolved values are what ``config.json`` records and stage records compare.
+    """
+    from rwsjax.train import awp, steps
+    at = config.get("at")
+    if at is None or "regime" not in at:
+        return
+    if "beta" in at and at.beta is None:
+        at.beta = steps.DEFAULT_BETA.get(at.regime)  # None: the regime has no β
+    if "awp" in at:
+        gamma, warmup = awp.DEFAULTS.get(at.regime, (0.0, 0))
+        if at.awp_gamma is None:
+            at.awp_gamma = gamma
+        if at.awp_warmup is None:
+            at.awp_warmup = warmup

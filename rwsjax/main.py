@@ -51,11 +51,12 @@ def main(argv):
     except ValueError as e:
         raise app.UsageError(str(e)) from None
     distributed.initialize(launch)  # before anything touches a JAX device
-    from rwsjax.config_validation import ConfigError, validate
+    from rwsjax.config_validation import ConfigError, resolve_defaults, validate
     try:
         validate(config)
     except ConfigError as e:
         raise app.UsageError(str(e)) from None
+    resolve_defaults(config)
     workdir = os.path.abspath(_WORKDIR.value)
     os.makedirs(workdir, exist_ok=True)
     distributed.check_shared_workdir(workdir)

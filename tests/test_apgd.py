@@ -100,3 +100,31 @@ def test_apgd_is_at_least_as_strong_as_pgd(trained_tiny_resnet, cifar_test_batch
         jax.random.PRNGKey(0))
     assert int(jnp.sum(out["combined"])) <= int(jnp.sum(pgd_robust))
     assert bool(jnp.all(out["combined"] <= out["apgd_ce"])) and bool(jnp.all(out["apgd_ce"] <= out["clean"]))
+
+
+def test_autoattack_step_counts_match_the_attack(trained_tiny_resnet, cifar_test_batch):
+    """The workflow's AutoAttack-lite step (two compiled programs, targets looped on the host, padding
+    masked) counts exactly the examples that ``autoattack_lite`` marks, with the same keys."""
+    from rwsjax.train import sharding
+    from rwsjax.train.evaluate import evaluate
+    from rwsjax.data.sources import Split
+    model, variables = trained_tiny_resnet
+    images, labels = cifar_test_batch
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    step = steps.make_autoattack_step(model, mesh, eps=8 / 255, n_iter=10, n_targets=3)
+    key = jax.random.PRNGKey(3)
+    mask = np.arange(64) < 50  # 14 padded rows must not count
+    counts = jax.device_get(step(variables, *sharding.shard_batch((images, labels, mask), mesh), key))
+    fn = steps.eval_logits_fn(model, variables)
+    x = jnp.asarray(images, jnp.float32) / 255.0
+    ref = jax.jit(lambda k: ap.autoattack_lite(fn, x, jnp.asarray(labels), k, eps=8 / 255, n_iter=10,
+                                               n_targets=3))(key)
+    for name, ref_name in (("clean", "clean"), ("apgd_ce", "apgd_ce"), ("apgd_t", "apgd_t"),
+                           ("autoattack", "combined")):
+        assert int(counts[name]) == int(np.sum(np.asarray(ref[ref_name]) & mask)), name
+    assert int(counts["autoattack"]) <= min(int(counts["apgd_ce"]), int(counts["apgd_t"])) <= int(counts["clean"])
+    # Through the split evaluator: accuracies in %, one entry per attack.
+    split = Split(images=images[:50], labels=labels[:50])
+    out = evaluate(step, variables, split, batch_size=64, mesh=mesh, seed=0, desc="aa")
+    assert set(out) >= {"clean_accuracy", "apgd_ce_accuracy", "apgd_t_accuracy", "autoattack_accuracy"}
+    assert out["n"] == 50 and 0 <= out["autoattack_accuracy"] <= out["clean_accuracy"] <= 100

@@ -37,6 +37,9 @@ def test_shipped_configs_are_valid(name, preset):
     ("rift", "ood.summary", "mean_10", "'mean_15'"),
     ("rift", "eval.restarts", 0, "config.eval.restarts=0 must be ≥ 1"),
     ("rift", "at.batch_size", 0, "positive multiple"),
+    ("rift", "at.regime", "fgsm", "'trades'"),
+    ("rift", "at.awp_gamma", -0.01, "config.at.awp_gamma=-0.01 must be ≥ 0"),
+    ("rift", "eval.apgd_iters", 0, "config.eval.apgd_iters=0 must be ≥ 1"),
     ("rws", "corruptions.names", "fog,blizzard", "unknown ['blizzard']"),
     ("rws", "corruptions.severity", 6, "must be in 1..5"),
     ("rws", "signature.bits", 12, "must be in 1..8"),
@@ -58,3 +61,28 @@ def test_all_problems_in_one_message():
     with pytest.raises(ConfigError) as e:
         validate(c)
     assert "config.model.name" in str(e.value) and "config.attack.eps" in str(e.value)
+
+
+def test_awp_needs_an_adversarial_regime():
+    c = _config("rift")
+    c.at.regime, c.at.awp = "standard", True
+    with pytest.raises(ConfigError, match="config.at.awp=True needs an adversarial config.at.regime"):
+        validate(c)
+
+
+@pytest.mark.parametrize("regime,awp,expected", [
+    ("pgd_at", False, (None, 1e-2, 0)),  # PGD-AT has no β; AT-AWP: γ = 1e-2, no warm-up
+    ("trades", True, (6.0, 5e-3, 10)),   # TRADES β = 6; TRADES-AWP: γ = 5e-3 after 10 epochs
+    ("mart", False, (6.0, 1e-2, 0)),
+    ("score", False, (4.0, 5e-3, 10)),   # SCORE's official command: β = 4
+])
+def test_regime_defaults_are_the_papers(regime, awp, expected):
+    from rwsjax.config_validation import resolve_defaults
+    c = _config("rift", "paper")
+    c.at.regime, c.at.awp = regime, awp
+    validate(c)
+    resolve_defaults(c)
+    assert (c.at.beta, c.at.awp_gamma, c.at.awp_warmup) == expected
+    c.at.beta = 1.0  # an explicit value is kept
+    resolve_defaults(c)
+    assert c.at.beta == 1.0

@@ -45,7 +45,22 @@ def test_mart_by_hand():
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
-@pytest.mark.parametrize("fn", [losses.trades_loss, losses.mart_loss])
+def test_score_by_hand():
+    nat, adv, y = np.array([2.0, 0.5, -1.0]), np.array([0.5, 1.5, 0.0]), 0
+    p, q = _p(nat), _p(adv)
+    e = np.eye(3)[y]
+    expected = np.sum((p - e) ** 2) + 4.0 * np.sum((q - p) ** 2)
+    got = losses.score_loss(jnp.array([nat]), jnp.array([adv]), jnp.array([y]), beta=4.0)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    np.testing.assert_allclose(losses.squared_error(jnp.array([nat]), jnp.array([adv])), [np.sum((q - p) ** 2)],
+                               rtol=1e-5)
+    # A symmetric distance, unlike the KL, and bounded by 2 (two probability vectors).
+    np.testing.assert_allclose(losses.squared_error(jnp.array([adv]), jnp.array([nat])),
+                               losses.squared_error(jnp.array([nat]), jnp.array([adv])), rtol=1e-6)
+    assert float(losses.squared_error(jnp.array([[50.0, 0, 0]]), jnp.array([[0, 50.0, 0]]))[0]) <= 2.0
+
+
+@pytest.mark.parametrize("fn", [losses.trades_loss, losses.mart_loss, losses.score_loss])
 def test_losses_are_differentiable_and_batch_means(fn):
     rng = np.random.default_rng(0)
     nat, adv = (jnp.asarray(rng.normal(size=(4, 10)), jnp.float32) for _ in range(2))
@@ -57,8 +72,8 @@ def test_losses_are_differentiable_and_batch_means(fn):
     assert bool(jnp.all(jnp.isfinite(g)))
 
 
-def test_trades_and_mart_steps(tiny_resnet, cifar_test_batch):
-    """One TRADES and one MART step train (finite loss, weights move); TRADES with β = 0 updates the weights
+def test_trades_mart_score_steps(tiny_resnet, cifar_test_batch):
+    """One TRADES, MART and SCORE step train (finite loss, weights move); TRADES with β = 0 updates the weights
     exactly as the clean step does (its robust term has no gradient then)."""
     from rwsjax.train import sharding, steps
     from rwsjax.train.state import TrainState, sgd
@@ -76,7 +91,7 @@ def test_trades_and_mart_steps(tiny_resnet, cifar_test_batch):
         return jax.device_get(state.params), float(m["loss"])
 
     before = jax.tree.leaves(jax.device_get(variables["params"]))
-    for regime in ("trades", "mart"):
+    for regime in ("trades", "mart", "score"):
         params, loss = one_step(regime)
         assert np.isfinite(loss) and loss > 0
         assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), before))

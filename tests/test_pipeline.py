@@ -70,9 +70,15 @@ def test_smoke_pipeline_end_to_end_with_resume(tmp_path):
     # The evaluate workflow on the saved θ_AT reproduces the report's clean/adversarial test numbers.
     ev = subprocess.run([sys.executable, "-m", "rwsjax.main", f"--config={ROOT}/configs/evaluate.py:smoke",
                          f"--workdir={tmp_path / 'eval'}", f"--config.checkpoint={workdir / 'at' / 'final'}",
-                         "--config.log.tensorboard=False", "--config.ood.enabled=False"],
+                         "--config.log.tensorboard=False", "--config.ood.enabled=False",
+                         "--config.eval.autoattack=True", "--config.eval.apgd_iters=3", "--config.eval.apgd_targets=2",
+                         "--config.eval.autoattack_size=40"],
                         capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert ev.returncode == 0, (ev.stdout + ev.stderr)[-4000:]
     evaluation = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert evaluation["clean_accuracy"] == results["at"]["clean_accuracy"]
     assert evaluation["robust_accuracy"] == results["at"]["robust_accuracy"]
+    aa = evaluation["autoattack"]  # AutoAttack-lite per attack and combined, on a 40-image subset
+    assert aa["n"] == 40 and aa["apgd_iters"] == 3
+    assert 0 <= aa["autoattack_accuracy"] <= min(aa["apgd_ce_accuracy"], aa["apgd_t_accuracy"]) <= aa["clean_accuracy"]
+    assert "AA-lite (%)" in (tmp_path / "eval" / "evaluation.md").read_text()

@@ -21,26 +21,67 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_REGIME_NAMES = {"pgd_at": "PGD-AT", "trades": "TRADES", "mart": "MART", "score": "SCORE", "standard": "standard"}
+
+
+def regime_label(at: dict) -> str:
+    """``"TRADES (β=6)"``, ``"PGD-AT + AWP (γ=0.01)"``… from an ``at`` config block (a dict)."""
+    regime = at.get("regime", "pgd_at")
+    label = _REGIME_NAMES.get(regime, regime)
+    if regime in ("trades", "mart", "score") and at.get("beta") is not None:
+        label += f" (β={at['beta']:g})"
+    if at.get("awp"):
+        label += f" + AWP (γ={at['awp_gamma']:g})"
+    return label
+
+
+def _aa(m: dict):
+    return (m.get("autoattack") or {}).get("autoattack_accuracy")
+
+
 def rift_table(results: dict) -> str:
-    """RiFT Table 1 layout: model, method, clean / OOD / adversarial test accuracy (%) and their Δ.
+    """RiFT Table 1 layout: model, method, clean / OOD / adversarial test accuracy (%) and their Δ, plus
+    AutoAttack-lite accuracy when it was computed.
 
     ``OOD`` prints ``n/c`` (not computed) when no corrupted data was evaluated.
     """
     at, rift = results["at"], results["rift"]
     name = f"{results['model']} ({results['dataset']})"
+    with_aa = _aa(at) is not None
 
-    def delta(key):
-        if at.get(key) is None or rift.get(key) is None:
-            return None
-        return f"{rift[key] - at[key]:+.2f}"
+    def delta(a, b):
+        return None if a is None or b is None else f"{b - a:+.2f}"
 
-    rows = [
-        [name, "AT", at["clean_accuracy"], at.get("ood_accuracy"), at["robust_accuracy"]],
-        [name, f"AT + RiFT (α*={results['alpha_star']:.1f}, {', '.join(results['finetuned_modules'])})",
-         rift["clean_accuracy"], rift.get("ood_accuracy"), rift["robust_accuracy"]],
-        [name, "Δ", delta("clean_accuracy"), delta("ood_accuracy"), delta("robust_accuracy")],
-    ]
-    return markdown_table(["model", "method", "std acc. (%)", "OOD acc. (%)", "adv. acc. (%)"], rows)
+    def row(method, m):
+        return [name, method, m["clean_accuracy"], m.get("ood_accuracy"), m["robust_accuracy"]] + (
+            [_aa(m)] if with_aa else [])
+
+    rows = [row("AT", at),
+            row(f"AT + RiFT (α*={results['alpha_star']:.1f}, {', '.join(results['finetuned_modules'])})", rift),
+            [name, "Δ"] + [delta(at.get(k), rift.get(k)) for k in ("clean_accuracy", "ood_accuracy",
+                                                                    "robust_accuracy")]
+            + ([delta(_aa(at), _aa(rift))] if with_aa else [])]
+    return markdown_table(["model", "method", "std acc. (%)", "OOD acc. (%)", "adv. acc. (%)"]
+                          + (["AA-lite acc. (%)"] if with_aa else []), rows)
+
+
+def regimes_table(results: Sequence[dict]) -> str:
+    """RiFT Table 2 layout: one row per training regime, clean / OOD / adversarial test accuracy (%) of
+    θ_AT, of θ_RiFT and the change, from several runs' ``results.json`` (older ones without a ``regime``
+    were PGD-AT)."""
+    body = []
+    for r in results:
+        at, rift = r["at"], r["rift"]
+        cells = []
+        for key in ("clean_accuracy", "ood_accuracy", "robust_accuracy"):
+            a, b = at.get(key), rift.get(key)
+            cells += [a, b, None if a is None or b is None else f"{b - a:+.2f}"]
+        body.append([r.get("regime", "PGD-AT"), f"{r['model']} ×{r.get('width_multiplier', 1)}",
+                     f"{r['alpha_star']:.1f}", ", ".join(r["finetuned_modules"]), *cells])
+    header = ["regime", "model", "α*", "fine-tuned"]
+    for what in ("std", "OOD", "adv."):
+        header += [f"{what} AT (%)", f"{what} +RiFT (%)", "Δ"]
+    return markdown_table(header, body)
 
 
 def mrc_table(rows: Sequence[dict]) -> str:

@@ -22,7 +22,9 @@ def evaluate(eval_step: Callable, variables: dict, split: Split, *, batch_size: 
 
     Returns:
       ``{"clean_accuracy": %, "robust_accuracy": %, "loss": mean clean CE, "n": examples}``
-      with accuracies in percent; no ``robust_accuracy`` for a clean-only step.
+      with accuracies in percent; no ``robust_accuracy`` for a clean-only step.  Every other count the
+      step returns (e.g. ``apgd_ce`` of :func:`~rwsjax.train.steps.make_autoattack_step`) becomes
+      ``"<name>_accuracy"`` likewise.
     """
     if len(split) == 0:
         raise ValueError(f"{desc}: the split is empty; give it at least one example")
@@ -38,7 +40,6 @@ def evaluate(eval_step: Callable, variables: dict, split: Split, *, batch_size: 
         for k, v in out.items():
             totals[k] = totals.get(k, 0) + v.item()
     n = len(split)
-    result = {"clean_accuracy": 100.0 * totals["clean"] / n, "loss": totals["loss"] / n, "n": n}
-    if "robust" in totals:
-        result["robust_accuracy"] = 100.0 * totals["robust"] / n
+    result = {f"{k}_accuracy": 100.0 * v / n for k, v in totals.items() if k != "loss"}
+    result.update(loss=totals["loss"] / n, n=n)
     return result

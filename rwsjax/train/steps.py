@@ -14,12 +14,17 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from rwsjax.attacks import apgd as apgd_lib
 from rwsjax.attacks import pgd as pgd_lib
 from rwsjax.data.augment import random_crop_flip
+from rwsjax.train import awp as awp_lib
 from rwsjax.train import losses, sharding
 from rwsjax.train.state import TrainState
 
-REGIMES = ("standard", "pgd_at", "trades", "mart")
+REGIMES = ("standard", "pgd_at", "trades", "mart", "score")
+# Clean/adversarial pair objectives (two train-mode passes) and their papers' CIFAR-10 β.
+PAIR_OBJECTIVES = {"trades": losses.trades_loss, "mart": losses.mart_loss, "score": losses.score_loss}
+DEFAULT_BETA = {"trades": 6.0, "mart": 6.0, "score": 4.0}
 ATTACK_BN_MODES = ("batch", "eval")
 BN_MODES = ("train", "frozen")
 
@@ -55,6 +60,8 @@ def make_train_step(
     bn_mode: str = "train",
     augment: bool = True,
     beta: float = 6.0,
+    awp_gamma: float = 0.0,
+    awp_warmup_steps: int = 0,
 ) -> Callable:
     """Build the jitted training step.
 
@@ -65,10 +72,13 @@ def make_train_step(
       regime: ``"standard"`` (clean cross-entropy), ``"pgd_at"`` (Madry et
         al. 2018: minimize the cross-entropy on PGD examples, Eq. 2.1),
         ``"trades"`` (Zhang et al. 2019, Eq. 5: CE + β·KL, x' from PGD on the
-        KL) or ``"mart"`` (Wang et al. 2020: boosted CE + β·weighted KL, x' from
-        PGD on the CE); TRADES/MART start their attack at x + 0.001·N(0, I) as
-        the official code does, and run the clean and adversarial batches as
-        two train-mode passes (BN statistics updated by both).
+        KL), ``"mart"`` (Wang et al. 2020: boosted CE + β·weighted KL, x' from
+        PGD on the CE) or ``"score"`` (Pang et al. 2022: squared errors between
+        probability vectors, x' from PGD on ‖p(x') − p(x)‖²; see
+        :mod:`rwsjax.train.losses`); TRADES/MART start their attack at
+        x + 0.001·N(0, I) as their official code does, SCORE at a uniform ball
+        sample; all three run the clean and adversarial batches as two
+        train-mode passes (BN statistics updated by both).
       attack: PGD keyword arguments (:func:`attack_kwargs`) for ``pgd_at``.
       attack_bn: BatchNorm while crafting training attacks: ``"batch"`` (batch
         statistics, running averages not updated — Bag of Tricks practice) or
@@ -76,7 +86,11 @@ def make_train_step(
       bn_mode: ``"train"`` (batch statistics, running averages updated) or
         ``"frozen"`` (running statistics used and kept).
       augment: pad-4 reflect random crop + horizontal flip on device.
-      beta: the TRADES/MART trade-off β (both papers: 6 on CIFAR-10).
+      beta: the TRADES/MART/SCORE trade-off β (``DEFAULT_BETA``: 6, 6, 4).
+      awp_gamma: adversarial weight perturbation γ (Wu et al. 2020; 0 = off):
+        the gradient is taken at w + v with v from :func:`rwsjax.train.awp.perturbation`
+        of the same objective, and applied to w.  Needs an adversarial regime.
+      awp_warmup_steps: AWP is off (v = 0) while ``state.step`` is below this.
 
     Returns:
       ``step(state, images_u8 [B,H,W,C] uint8, labels [B] int32, key) ->
@@ -84,12 +98,15 @@ def make_train_step(
       (adversarial ones for ``pgd_at``), in [0, 1].
 
     Raises:
-      ValueError: unknown ``regime``, ``attack_bn`` or ``bn_mode``.
+      ValueError: unknown ``regime``, ``attack_bn`` or ``bn_mode``; AWP with ``regime="standard"``.
     """
     for value, valid, what in ((regime, REGIMES, "regime"), (attack_bn, ATTACK_BN_MODES, "attack_bn"),
                                (bn_mode, BN_MODES, "bn_mode")):
         if value not in valid:
             raise ValueError(f"unknown {what} {value!r}; valid: {valid}")
+    if awp_gamma and regime == "standard":
+        raise ValueError("AWP perturbs the weights against an adversarial loss; it needs regime pgd_at, trades, "
+                         "mart or score, not 'standard'")
 
     def step(state: TrainState, images_u8, labels, key):
         k_aug, k_adv = jax.random.split(key)
@@ -102,20 +119,21 @@ def make_train_step(
             fn = batch_stats_logits_fn(model, v) if attack_bn == "batch" else eval_logits_fn(model, v)
             if regime == "pgd_at":
                 x = pgd_lib.pgd(fn, x, labels, k_adv, **attack)
-            elif regime == "trades":
-                clean = jax.lax.stop_gradient(fn(x))
-                x_adv = pgd_lib.pgd(fn, x, labels, k_adv, **attack, gaussian_start=0.001,
-                                    loss_fn=lambda logits, _: losses.kl_divergence(clean, logits))
-            else:
+            elif regime == "mart":
                 x_adv = pgd_lib.pgd(fn, x, labels, k_adv, **attack, gaussian_start=0.001)
+            else:  # TRADES / SCORE: move the prediction away from the clean one
+                clean = jax.lax.stop_gradient(fn(x))
+                distance = losses.kl_divergence if regime == "trades" else losses.squared_error
+                x_adv = pgd_lib.pgd(fn, x, labels, k_adv, **attack,
+                                    gaussian_start=0.001 if regime == "trades" else None,
+                                    loss_fn=lambda logits, _: distance(clean, logits))
 
         def loss_fn(params):
             variables = {"params": params, "batch_stats": state.batch_stats}
-            if x_adv is not None:  # TRADES / MART: clean and adversarial batches, two train-mode passes
+            if x_adv is not None:  # TRADES / MART / SCORE: clean and adversarial batches, two train-mode passes
                 nat, upd = model.apply(variables, x, train=True, mutable=["batch_stats"])
                 adv, upd = model.apply({"params": params, **upd}, x_adv, train=True, mutable=["batch_stats"])
-                objective = losses.trades_loss if regime == "trades" else losses.mart_loss
-                return objective(nat, adv, labels, beta), (adv, upd["batch_stats"])
+                return PAIR_OBJECTIVES[regime](nat, adv, labels, beta), (adv, upd["batch_stats"])
             if bn_mode == "train":
                 logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
                 new_stats = updates["batch_stats"]
@@ -124,8 +142,13 @@ def make_train_step(
             loss = jnp.mean(pgd_lib.cross_entropy(logits, labels))
             return loss, (logits, new_stats)
 
-        (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        at = state.params
+        if awp_gamma:  # AWP: gradient at w + v (v from one ascent step of the same objective), applied to w
+            gamma = jnp.where(state.step >= awp_warmup_steps, awp_gamma, 0.0)
+            ascent = jax.grad(lambda p: loss_fn(p)[0])(state.params)
+            at = jax.tree.map(jnp.add, state.params, awp_lib.perturbation(state.params, ascent, gamma))
+        (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(at)
+        updates, opt_state = tx.update(grads, state.opt_state, at)  # weight decay on w + v, as the official code
         params = optax.apply_updates(state.params, updates)
         new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats,
                                   opt_state=opt_state)
@@ -174,3 +197,51 @@ def make_adversarial_examples(model: nn.Module, mesh, *, attack: dict) -> Callab
 
     rep, data = sharding.replicated(mesh), sharding.batch_sharded(mesh)
     return jax.jit(craft, in_shardings=(rep, data, data, rep), out_shardings=rep)
+
+
+def make_autoattack_step(model: nn.Module, mesh, *, eps: float, norm: str = "linf", n_iter: int = 100,
+                         n_targets: int = 9, unroll: bool = False) -> Callable:
+    """AutoAttack-lite evaluation step (Croce & Hein, ICML 2020): APGD-CE, then APGD-T against each of the
+    ``n_targets`` most likely wrong classes, BN on running statistics, one restart each (AutoAttack's
+    "standard" setting for these two attacks).
+
+    Two compiled programs (the CE run, and one targeted run reused for every target); the targets are
+    the clean logits' top classes, as in :func:`rwsjax.attacks.apgd.autoattack_lite`.
+
+    Returns:
+      ``evaluate(variables, images_u8 [B,H,W,C], labels [B], mask [B] bool, key)
+      -> {"clean", "apgd_ce", "apgd_t", "autoattack": int counts, "loss": float}`` — correct masked
+      examples on x, robust to APGD-CE alone, to APGD-T (all targets) alone, and to both.
+    """
+    rep, data = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+
+    def ce_part(variables, images_u8, labels, key):
+        fn, x = eval_logits_fn(model, variables), _images(images_u8)
+        logits = fn(x)
+        clean = jnp.argmax(logits, -1) == labels
+        _, robust = apgd_lib.apgd(fn, x, labels, key, eps=eps, n_iter=n_iter, norm=norm, loss="ce", unroll=unroll)
+        return clean, clean & robust, apgd_lib.top_targets(logits, labels, n_targets), pgd_lib.cross_entropy(
+            logits, labels)
+
+    def targeted_part(variables, images_u8, labels, targets, key):
+        fn = eval_logits_fn(model, variables)
+        return apgd_lib.apgd(fn, _images(images_u8), labels, key, eps=eps, n_iter=n_iter, norm=norm,
+                             loss="dlr_t", targets=targets, unroll=unroll)[1]
+
+    targets_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
+    ce_jit = jax.jit(ce_part, in_shardings=(rep, data, data, rep),
+                     out_shardings=(data, data, targets_sharding, data))
+    t_jit = jax.jit(targeted_part, in_shardings=(rep, data, data, data, rep), out_shardings=data)
+    count = jax.jit(lambda m, mask: jnp.sum(m & mask), out_shardings=rep)
+
+    def evaluate(variables, images_u8, labels, mask, key):
+        k_ce, k_t = jax.random.split(key)
+        clean, robust_ce, targets, loss = ce_jit(variables, images_u8, labels, k_ce)
+        robust_t = clean
+        for i in range(n_targets):
+            robust_t = robust_t & t_jit(variables, images_u8, labels, targets[i], jax.random.fold_in(k_t, i))
+        loss = jax.jit(lambda l, m: jnp.sum(jnp.where(m, l, 0.0)), out_shardings=rep)(loss, mask)
+        return {"clean": count(clean, mask), "apgd_ce": count(robust_ce, mask), "apgd_t": count(robust_t, mask),
+                "autoattack": count(robust_ce & robust_t, mask), "loss": loss}
+
+    return evaluate

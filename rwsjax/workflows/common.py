@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rwsjax import distributed
+from rwsjax.config_validation import resolve_defaults
 from rwsjax.data.sources import DATASETS
 from rwsjax.data.splits import load_splits
 from rwsjax.models.registry import create_model
@@ -36,6 +37,7 @@ class Setup:
     """What every stage needs: splits, model, initial variables, mesh and compiled eval steps."""
 
     def __init__(self, config, workdir):
+        resolve_defaults(config)  # idempotent; main has done it already for command-line runs
         self.config, self.workdir = config, workdir
         self.mesh = sharding.make_mesh()
         info = DATASETS[config.data.name]
@@ -66,6 +68,19 @@ class Setup:
             self._eval_steps[restarts] = steps.make_eval_step(self.model, self.mesh, attack=attack,
                                                               restarts=restarts or 1)
         return self._eval_steps[restarts]
+
+    def autoattack(self, variables, desc: str) -> dict:
+        """AutoAttack-lite on the test split (or its seeded ``eval.autoattack_size`` subset):
+        ``{"clean_accuracy", "apgd_ce_accuracy", "apgd_t_accuracy", "autoattack_accuracy": %, "n", ...}``."""
+        c = self.config.eval
+        if "autoattack" not in self._eval_steps:
+            self._eval_steps["autoattack"] = steps.make_autoattack_step(
+                self.model, self.mesh, eps=float(c.eps), norm=c.norm, n_iter=int(c.apgd_iters),
+                n_targets=int(c.apgd_targets))
+        split = subset(self.splits["test"], c.autoattack_size, self.config.seed + 2)
+        out = self.evaluate(self._eval_steps["autoattack"], variables, split, desc)
+        out.update(apgd_iters=int(c.apgd_iters), apgd_targets=int(c.apgd_targets))
+        return out
 
     def evaluate(self, step, variables, split, desc):
         return evaluate(step, variables, split, batch_size=self.config.eval.batch_size, mesh=self.mesh,

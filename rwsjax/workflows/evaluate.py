@@ -1,4 +1,5 @@
-"""Evaluate one saved model on the test split: clean, PGD (worst of restarts) and OOD accuracy."""
+"""Evaluate one saved model on the test split: clean, PGD (worst of restarts), OOD and (``eval.autoattack``)
+AutoAttack-lite accuracy per attack and combined."""
 
 from __future__ import annotations
 
@@ -28,11 +29,17 @@ def run(config, workdir: str) -> dict:
         out = ood.evaluate_ood(s, {"model": variables}, os.path.join(workdir, "ood.json"))
         result["ood_accuracy"] = out["ood_accuracy"]["model"]
         result["ood"] = out["summary"]["model"]
+    header = ["checkpoint", "std acc. (%)", "OOD acc. (%)",
+              f"adv. acc. (%) PGD-{config.eval.steps}×{config.eval.restarts}"]
+    row = [config.checkpoint, result["clean_accuracy"], result["ood_accuracy"], result["robust_accuracy"]]
+    if config.eval.autoattack:
+        aa = result["autoattack"] = s.autoattack(variables, "AutoAttack-lite")
+        it = config.eval.apgd_iters
+        header += [f"APGD-CE-{it} (%)", f"APGD-T-{it}×{config.eval.apgd_targets} (%)", "AA-lite (%)", "AA images"]
+        row += [aa["apgd_ce_accuracy"], aa["apgd_t_accuracy"], aa["autoattack_accuracy"], aa["n"]]
     result.update(checkpoint=os.path.abspath(config.checkpoint), model=config.model.name, dataset=config.data.name)
     write_json(os.path.join(workdir, "evaluation.json"), result)
-    table = tables.markdown_table(
-        ["checkpoint", "std acc. (%)", "OOD acc. (%)", f"adv. acc. (%) PGD-{config.eval.steps}×{config.eval.restarts}"],
-        [[config.checkpoint, result["clean_accuracy"], result["ood_accuracy"], result["robust_accuracy"]]])
+    table = tables.markdown_table(header, [row])
     write_text(os.path.join(workdir, "evaluation.md"), table)
     print(table)
     return result

@@ -50,7 +50,8 @@ STAGES = (
 
 
 def adversarial_training(s: Setup) -> dict:
-    """Stage 1: θ_AT by PGD-AT, best epoch by validation robust accuracy → ``at/final``."""
+    """Stage 1: θ_AT by ``at.regime`` (PGD-AT, TRADES, MART or SCORE, ± AWP), best epoch by validation
+    robust accuracy → ``at/final``."""
     c, path = s.config, os.path.join(s.workdir, "at", "final")
     if checkpoint.exists(path):
         print(f"[at] done: loading {path}")
@@ -60,7 +61,8 @@ def adversarial_training(s: Setup) -> dict:
              decay_epochs=c.at.decay_epochs, decay_factor=c.at.decay_factor)
     train_step = steps.make_train_step(s.model, tx, s.mesh, regime=c.at.regime,
                                        attack=steps.attack_kwargs(c.attack), attack_bn=c.at.attack_bn,
-                                       beta=c.at.beta)
+                                       beta=c.at.beta, awp_gamma=c.at.awp_gamma if c.at.awp else 0.0,
+                                       awp_warmup_steps=c.at.awp_warmup * spe)
     val_step = s.eval_step(restarts=1)
     best, history = fit(name="at", directory=os.path.join(s.workdir, "at", "checkpoints"),
                         state=TrainState.create(s.init_variables, tx), train_step=train_step,
@@ -165,7 +167,8 @@ def interpolation(s: Setup, at_variables, ft_variables) -> dict:
 
 
 def report(s: Setup, at_variables, rift_variables, rows, modules, interp, timings) -> dict:
-    """Stage 5: test-split clean and PGD-10 (worst of ``eval.restarts``) accuracy → results.json, report.md."""
+    """Stage 5: test-split clean, PGD-10 (worst of ``eval.restarts``), OOD and (``eval.autoattack``)
+    AutoAttack-lite accuracy of θ_AT and θ_RiFT → results.json, report.md."""
     c = s.config
     test_step = s.eval_step(restarts=c.eval.restarts)
     at = s.evaluate(test_step, at_variables, s.splits["test"], "test θ_AT")
@@ -176,9 +179,13 @@ def report(s: Setup, at_variables, rift_variables, rows, modules, interp, timing
                                        os.path.join(s.workdir, "ood.json"))
     for name, m in (("at", at), ("rift", rift)):
         m["ood_accuracy"] = ood_results["ood_accuracy"][name] if ood_results else None  # None: not computed
+    if c.eval.autoattack:
+        at["autoattack"] = s.autoattack(at_variables, "AutoAttack-lite θ_AT")
+        rift["autoattack"] = s.autoattack(rift_variables, "AutoAttack-lite θ_RiFT")
     results = {
         "dataset": c.data.name, "model": c.model.name, "width_multiplier": c.model.width_multiplier,
         "preset": c.preset, "devices": [str(d) for d in jax.devices()],
+        "regime": tables.regime_label(c.at.to_dict()), "at_config": c.at.to_dict(),
         "splits": {k: len(v) for k, v in s.splits.items()},
         "attack": {"eval": s.eval_attack, "restarts": c.eval.restarts},
         "at": at, "rift": rift, "alpha_star": interp["alpha_star"], "finetuned_modules": modules,
@@ -194,7 +201,10 @@ def report(s: Setup, at_variables, rift_variables, rows, modules, interp, timing
           f"(step 2/255), worst case over {c.eval.restarts} restarts; " + (
               f"OOD = `{c.ood.summary}` accuracy on {c.data.name}-C generated from the same test images "
               f"({len(ood_results['corruptions'])} corruptions × {len(ood_results['severities'])} severities)."
-              if ood_results else "OOD n/c = not computed (ood.enabled=False)."), "",
+              if ood_results else "OOD n/c = not computed (ood.enabled=False).")
+          + (f" AA-lite = APGD-CE then APGD-T ({c.eval.apgd_targets} targets), {c.eval.apgd_iters} iterations "
+             f"each, on {at['autoattack']['n']} test images." if c.eval.autoattack else "")
+          + f" θ_AT trained by {results['regime']}.", "",
           tables.rift_table(results), "",
           f"Fine-tuned module(s): {', '.join(modules)} (strategy `{c.ft.modules}`); α* = {interp['alpha_star']:.1f}.",
           "", "## α sweep (validation)", "", tables.alpha_table(interp["sweep"], interp["alpha_star"]),

@@ -96,8 +96,14 @@ def prepare(workdir: str, config, stages: Sequence[Stage]) -> dict[str, str]:
         status[stage.name] = "done" if present[0] == stage.outputs[0] else "started"
         if previous is None:
             continue
-        changed = sorted(k for k in set(previous) | set(current)
-                         if _covered(k, stage.depends) and previous.get(k) != current.get(k))
+        # Fields a newer rwsjax added (absent from the recorded config) or removed are not changes: their
+        # defaults reproduce the older behaviour.  Only fields present in both are compared.
+        added = sorted(k for k in set(current) - set(previous) if _covered(k, stage.depends))
+        if added:
+            print(f"[stages] {stage.name}: fields not in the recorded config (newer rwsjax), taken as "
+                  + ", ".join(f"{k}={current[k]!r}" for k in added))
+        changed = sorted(k for k in set(previous) & set(current)
+                         if _covered(k, stage.depends) and previous[k] != current[k])
         if changed:
             diff = "; ".join(f"{k}: {previous.get(k)!r} → {current.get(k)!r}" for k in changed)
             raise StageError(
