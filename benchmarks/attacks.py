@@ -29,6 +29,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--n_iter", type=int, default=100)
     parser.add_argument("--unroll", action="store_true", help="unroll the APGD iterations (XLA:CPU)")
+    parser.add_argument("--only", default="", help="comma list of substrings of the attacks to run")
     a = parser.parse_args()
     model = create_model("resnet18", num_classes=10, width_multiplier=a.width)
     variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, 32, 32, 3)), train=False))(jax.random.PRNGKey(0))
@@ -48,13 +49,17 @@ def main():
             lambda v, x, y, t, k: ap.apgd(fn(v), x, y, k, eps=eps, n_iter=a.n_iter, loss="dlr_t", targets=t,
                                           unroll=a.unroll)[1]),
         "AutoAttack-lite (CE + 9 targets)": jax.jit(
-            lambda v, x, y, t, k: ap.autoattack_lite(fn(v), x, y, k, eps=eps, n_iter=a.n_iter)["combined"]),
+            lambda v, x, y, t, k: ap.autoattack_lite(fn(v), x, y, k, eps=eps, n_iter=a.n_iter,
+                                                     unroll=a.unroll)["combined"]),
     }
     print(f"resnet18 width x{a.width}, batch {a.batch}, {jax.devices()[0].platform}, jax {jax.__version__}, "
           f"APGD {'unrolled' if a.unroll else 'rolled (lax.scan)'}")
     print(f"{'attack':36s} {'img/s med':>10s} {'img/s best':>10s} {'compile s':>10s}")
     key = jax.random.PRNGKey(1)
+    only = [o.strip() for o in a.only.split(",") if o.strip()]
     for name, f in benches.items():
+        if only and not any(o in name for o in only):
+            continue
         t = time.perf_counter()
         jax.block_until_ready(f(variables, x, y, targets, key))
         compile_s = time.perf_counter() - t

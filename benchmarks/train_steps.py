@@ -1,4 +1,5 @@
-"""Throughput of the hot training paths: clean train step, PGD-10 attack, PGD-10 AT step.
+"""Throughput of the hot training paths: clean train step, PGD-10 attack, PGD-10 AT step, and the
+step of every adversarial-training regime (TRADES, MART, SCORE, AT-AWP, TRADES-AWP; PGD-10 inner loop).
 
     python benchmarks/train_steps.py --width=0.25 --batch=128 --repeats=5
 
@@ -60,8 +61,8 @@ def main():
     print(f"{'benchmark':34s} {'img/s med':>10s} {'img/s best':>10s} {'compile s':>10s}")
     benches = {}
 
-    def train_bench(regime, unroll):
-        step = steps.make_train_step(model, tx, mesh, regime=regime, attack={**ATTACK, "unroll": unroll})
+    def train_bench(regime, unroll, **kw):
+        step = steps.make_train_step(model, tx, mesh, regime=regime, attack={**ATTACK, "unroll": unroll}, **kw)
         box = [sharding.replicate(jax.device_get(TrainState.create(variables, tx)), mesh)]
 
         def run():
@@ -80,6 +81,10 @@ def main():
     benches["PGD-10 attack (fori_loop)"] = lambda: attack_bench(False)
     benches["PGD-10 AT step (unrolled)"] = lambda: train_bench("pgd_at", True)
     benches["PGD-10 AT step (fori_loop)"] = lambda: train_bench("pgd_at", False)
+    for regime in ("trades", "mart", "score"):
+        benches[f"{regime.upper()} step (unrolled)"] = lambda r=regime: train_bench(r, True, beta=6.0)
+    benches["AT-AWP step (unrolled)"] = lambda: train_bench("pgd_at", True, awp_gamma=1e-2)
+    benches["TRADES-AWP step (unrolled)"] = lambda: train_bench("trades", True, beta=6.0, awp_gamma=5e-3)
     only = [s.strip() for s in a.only.split(",") if s.strip()]
     for name, make in benches.items():
         if only and not any(o in name for o in only):

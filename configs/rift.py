@@ -96,6 +96,9 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     c.mrc.batch_size = 128
     c.mrc.num_examples = ml_collections.FieldReference(None, field_type=int)  # None: the whole train split
     c.mrc.project_every = "step"     # "epoch" reproduces the official code
+    c.mrc.cache = True               # start each ascent step from the module's cached inputs (exact; ~1.3× on CPU)
+    c.mrc.cache_gib = 8.0            # per-module cache budget; a larger one runs from the images
+    c.mrc.threads = 2                # modules in flight per device (overlaps compiles and small kernels)
 
     c.ft = ml_collections.ConfigDict()
     c.ft.modules = "least_critical"  # least_critical | top_k | most_critical | last | all

@@ -56,7 +56,7 @@ def validate(config) -> None:
         at_least(f"{block}.steps", 0)
     at_least("eval.restarts", 1)
     at_least("eval.apgd_iters", 1)
-    at_least("eval.apgd_targets", 1)
+    at_least("eval.apgd_targets", 0)  # 0: APGD-CE only
     at_least("eval.autoattack_size", 1)
     choice("at.regime", REGIMES)
     at_least("at.beta", 0)
@@ -69,6 +69,8 @@ def validate(config) -> None:
     choice("ft.modules", STRATEGIES)
     choice("mrc.project_every", PROJECT_EVERY)
     at_least("mrc.eps", 0)
+    at_least("mrc.threads", 1)
+    at_least("mrc.cache_gib", 0)
     for block in ("at", "ft", "pre", "finetune", "mrc"):
         at_least(f"{block}.epochs", 0)
         at_least(f"{block}.learning_rate", 0)

@@ -109,6 +109,30 @@ def test_mrc_table_definition(mrc_setup):
     assert z.criticality({"conv1": ks["conv1"]})[0]["mrc"] == 0.0
 
 
+def test_mrc_cut_points():
+    assert MRC.cut_points(("layer3_1", "conv2", "kernel")) == (("layer3_1",), ("layer3_1", "conv2"))
+    assert MRC.cut_points(("linear", "kernel")) == (("linear",),)
+
+
+def test_cached_and_threaded_mrc_equal_the_straightforward_one(mrc_setup):
+    """Starting every ascent step from the cached inputs of the module and its ancestors, with two modules
+    in flight, gives the rows of full forward passes one module at a time (the same arithmetic, only the
+    unchanged prefix is skipped)."""
+    model, variables, x_adv, y, mesh = mrc_setup
+    ks = kernels(variables["params"], call_order(model, variables, jnp.zeros((1, 32, 32, 3))))
+    chosen = {k: ks[k] for k in ("conv1", "layer1.0.conv2", "layer2.0.shortcut.0", "layer4.1.conv1", "linear")}
+    kw = dict(devices=list(mesh.devices.flat), eps=0.1, lr=1.0, epochs=2, batch_size=32)
+    plain = MRC(model, variables, x_adv, y, cache=False, threads=1, **kw).criticality(chosen)
+    fast = MRC(model, variables, x_adv, y, cache=True, threads=2, **kw).criticality(chosen)
+    assert [r["module"] for r in fast] == list(chosen)
+    for a, b in zip(plain, fast):
+        for key in ("mrc", "loss_at", "loss_max", "robust_accuracy_at_max"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (a["module"], key)
+    # A cache over the memory budget falls back to full forward passes for that module.
+    tiny_budget = MRC(model, variables, x_adv, y, cache=True, cache_gib=1e-9, **kw)
+    assert tiny_budget._inputs(ks["conv1"], tiny_budget._local_devices()[0]) is None
+
+
 def test_mrc_stops_between_modules_and_resumes_exactly(mrc_setup):
     """A stop request ends the pass after the module in flight; a re-run with the saved rows finishes it
     with exactly the rows of an uninterrupted pass."""

@@ -199,7 +199,8 @@ def top_targets(logits: jax.Array, labels: jax.Array, n_targets: int) -> jax.Arr
 
 
 def autoattack_lite(logits_fn: LogitsFn, x: jax.Array, labels: jax.Array, key: jax.Array, *, eps: float,
-                    norm: str = "linf", n_iter: int = 100, n_targets: int = 9) -> dict[str, jax.Array]:
+                    norm: str = "linf", n_iter: int = 100, n_targets: int = 9,
+                    unroll: bool = False) -> dict[str, jax.Array]:
     """APGD-CE, then APGD-T against each of the ``n_targets`` most likely wrong classes (AutoAttack's
     "standard" first two attacks); an example is robust only if it survives all of them.
 
@@ -211,11 +212,11 @@ def autoattack_lite(logits_fn: LogitsFn, x: jax.Array, labels: jax.Array, key: j
     logits = logits_fn(x)
     clean = jnp.argmax(logits, -1) == labels
     k_ce, k_t = jax.random.split(key)
-    _, robust_ce = apgd(logits_fn, x, labels, k_ce, eps=eps, n_iter=n_iter, norm=norm, loss="ce")
+    _, robust_ce = apgd(logits_fn, x, labels, k_ce, eps=eps, n_iter=n_iter, norm=norm, loss="ce", unroll=unroll)
     robust_t = clean
     for i, t in enumerate(top_targets(logits, labels, n_targets)):
         _, r = apgd(logits_fn, x, labels, jax.random.fold_in(k_t, i), eps=eps, n_iter=n_iter, norm=norm,
-                    loss="dlr_t", targets=t)
+                    loss="dlr_t", targets=t, unroll=unroll)
         robust_t = robust_t & r
     return {"clean": clean, "apgd_ce": clean & robust_ce, "apgd_t": robust_t,
             "combined": clean & robust_ce & robust_t}

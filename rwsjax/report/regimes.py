@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from rwsjax.report.tables import regimes_table
+from rwsjax.report.tables import regime_label, regimes_table
 from rwsjax.report.writers import read_json, write_text
 
 
@@ -28,7 +28,11 @@ def load(workdirs) -> list[dict]:
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path} does not exist: run the RiFT pipeline in {w} to its report stage "
                                     "first (python -m rwsjax.main --config=configs/rift.py:... --workdir=...)")
-        out.append(read_json(path))
+        result = read_json(path)
+        config = os.path.join(w, "config.json")
+        if "regime" not in result and os.path.exists(config):  # results written before the regime was recorded
+            result["regime"] = regime_label(read_json(config).get("at", {}))
+        out.append(result)
     return out
 
 

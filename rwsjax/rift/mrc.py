@@ -12,6 +12,12 @@ The max is approximated by projected gradient ascent on Δ_i (plain SGD on
 the ball; the largest full-set loss seen after any epoch gives the MRC.
 BatchNorm is in evaluation mode throughout.
 
+Only W_i moves, so the inputs of module i and of every module that contains
+it (its residual block, stage…) are the same at every ascent step: they are
+computed once per module over X_adv (``cache=True``) and the ascent and loss
+programs start from them — the unchanged prefix of the network is never run
+again (XLA drops it as dead code), which is exact, not an approximation.
+
 The modules are independent problems, so they are spread over devices (and
 processes): module ``i`` runs whole on device ``i mod D`` of ``jax.devices()``,
 each process works through the modules of its own devices (one host thread
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import collections
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -63,6 +70,12 @@ class MRC:
       project_every: ``"step"`` (after every ascent step) or ``"epoch"`` (official code).
       devices: devices that share the modules (default ``jax.devices()``, all
         processes); each holds its own copy of θ_AT and X_adv.
+      cache: start every step from the cached inputs of the module and its
+        ancestors (see the module docstring) instead of the images; a module
+        whose cache would exceed ``cache_gib`` GiB is run from the images.
+      threads: modules computed concurrently per device (host threads); on
+        XLA:CPU two overlap one module's compilation and small kernels with
+        another's work.
 
     Raises:
       ValueError: bad ``project_every`` or fewer examples than one batch.
@@ -70,7 +83,8 @@ class MRC:
 
     def __init__(self, model: nn.Module, variables: PyTree, x_adv: np.ndarray, labels: np.ndarray, *,
                  eps: float = 0.1, lr: float = 1.0, epochs: int = 10, batch_size: int = 128,
-                 project_every: str = "step", seed: int = 0, devices=None):
+                 project_every: str = "step", seed: int = 0, devices=None, cache: bool = True,
+                 cache_gib: float = 8.0, threads: int = 1):
         if project_every not in PROJECT_EVERY:
             raise ValueError(f"unknown mrc.project_every {project_every!r}; valid: {PROJECT_EVERY}")
         if len(x_adv) < batch_size:
@@ -93,6 +107,10 @@ class MRC:
         self._placed, self._lock = {}, threading.Lock()
         self._ascend = jax.jit(self._ascend_impl, static_argnames=("path", "project"))
         self._loss = jax.jit(self._loss_impl)  # one program for every module
+        self.cache, self.cache_bytes, self.threads = cache, cache_gib * 2**30, max(1, int(threads))
+        self._capture = jax.jit(self._capture_impl, static_argnames=("points",))
+        self._ascend_cached = jax.jit(self._ascend_cached_impl, static_argnames=("path", "points", "project"))
+        self._loss_cached = jax.jit(self._loss_cached_impl, static_argnames=("points",))
 
     # -- pure pieces -------------------------------------------------------
     def _logits(self, variables, path, delta, x):
@@ -112,6 +130,76 @@ class MRC:
         correct = jnp.sum((jnp.argmax(logits, -1) == y) & mask)
         return loss, correct
 
+    # -- the cached-activation path ------------------------------------------
+    @staticmethod
+    def cut_points(path: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+        """The modules whose inputs are cached for kernel ``path``: every ancestor and the module itself,
+        e.g. ``("layer3_1", "conv2", "kernel")`` → ``(("layer3_1",), ("layer3_1", "conv2"))``."""
+        module = tuple(path[:-1])
+        return tuple(module[:k] for k in range(1, len(module) + 1))
+
+    def _apply_with_inputs(self, variables, inputs, x, points):
+        """Logits with the input of each module in ``points`` replaced by ``inputs`` (same order);
+        everything those inputs make redundant is dead code that XLA removes."""
+        where = dict(zip(points, range(len(points))))
+
+        def interceptor(next_fun, args, kwargs, context):
+            if context.method_name == "__call__":
+                i = where.get(tuple(context.module.path))
+                if i is not None:
+                    args = (inputs[i],) + tuple(args[1:])
+            return next_fun(*args, **kwargs)
+
+        with nn.intercept_methods(interceptor):
+            return self.model.apply(variables, x, train=False)
+
+    def _capture_impl(self, variables, x_all, idx, *, points):
+        found = {}
+
+        def interceptor(next_fun, args, kwargs, context):
+            if context.method_name == "__call__":
+                p = tuple(context.module.path)
+                if p in points:
+                    found.setdefault(p, []).append(args[0])
+            return next_fun(*args, **kwargs)
+
+        with nn.intercept_methods(interceptor):
+            self.model.apply(variables, x_all[idx], train=False)
+        if any(len(found.get(p, ())) != 1 for p in points):
+            raise ValueError(f"MRC activation cache: modules {points} must each be called exactly once per "
+                             "forward pass; use cache=False (--config.mrc.cache=False) for this model")
+        return tuple(found[p][0] for p in points)
+
+    def _ascend_cached_impl(self, variables, delta, radius, inputs, y_all, idx, *, path, points, project):
+        x, y = tuple(a[idx] for a in inputs), y_all[idx]
+        shape = (idx.shape[0],) + self._x.shape[1:]
+
+        def loss(d):
+            v = {"params": perturb(variables["params"], path, d), "batch_stats": variables.get("batch_stats", {})}
+            return jnp.mean(cross_entropy(self._apply_with_inputs(v, x, jnp.zeros(shape, jnp.float32), points), y))
+
+        delta = delta + self.lr * jax.grad(loss)(delta)
+        return project_l2(delta, radius) if project else delta
+
+    def _loss_cached_impl(self, variables, inputs, y_all, idx, mask, *, points):
+        x, y = tuple(a[idx] for a in inputs), y_all[idx]
+        logits = self._apply_with_inputs(variables, x, jnp.zeros((idx.shape[0],) + self._x.shape[1:], jnp.float32),
+                                         points)
+        loss = jnp.sum(jnp.where(mask, cross_entropy(logits, y), 0.0))
+        return loss, jnp.sum((jnp.argmax(logits, -1) == y) & mask)
+
+    def _inputs(self, path, device):
+        """The cached inputs of ``cut_points(path)`` over all (padded) examples, on ``device``; None when
+        caching is off or they would exceed ``cache_gib``."""
+        if not self.cache:
+            return None
+        points, on = self.cut_points(path), self._on(device)
+        parts = [self._capture(on["variables"], on["x"], on["eval_idx"][i], points=points)
+                 for i in range(len(self._eval_idx))]
+        if sum(p.nbytes for p in parts[0]) * len(parts) > self.cache_bytes:
+            return None
+        return tuple(jnp.concatenate(a) for a in zip(*parts))
+
     # -- host loops --------------------------------------------------------
     def _on(self, device) -> dict:
         """θ_AT, X_adv and the batch orders placed on ``device`` (once)."""
@@ -127,8 +215,9 @@ class MRC:
     def _local_devices(self) -> list:
         return [d for d in self.devices if d.process_index == jax.process_index()]
 
-    def robust_loss(self, path: Sequence[str], delta: jax.Array, device=None) -> tuple[float, float]:
-        """Mean CE loss and accuracy (%) on the whole fixed set at θ_AT + Δ on ``path`` (on ``device``)."""
+    def robust_loss(self, path: Sequence[str], delta: jax.Array, device=None, inputs=None) -> tuple[float, float]:
+        """Mean CE loss and accuracy (%) on the whole fixed set at θ_AT + Δ on ``path`` (on ``device``);
+        ``inputs``: the module's cached inputs (``_inputs``), or None to run from the images."""
         device = device or self._local_devices()[0]
         on = self._on(device)
         v = on["variables"]
@@ -136,7 +225,12 @@ class MRC:
         variables = {"params": perturb(v["params"], tuple(path), delta), "batch_stats": v.get("batch_stats", {})}
         loss = correct = 0.0
         for i in range(len(self._eval_idx)):
-            l, c = jax.device_get(self._loss(variables, on["x"], on["y"], on["eval_idx"][i], on["eval_mask"][i]))
+            if inputs is None:
+                out = self._loss(variables, on["x"], on["y"], on["eval_idx"][i], on["eval_mask"][i])
+            else:
+                out = self._loss_cached(variables, inputs, on["y"], on["eval_idx"][i], on["eval_mask"][i],
+                                        points=self.cut_points(path))
+            l, c = jax.device_get(out)
             loss, correct = loss + float(l), correct + float(c)
         return loss / self.n, 100.0 * correct / self.n
 
@@ -148,13 +242,20 @@ class MRC:
         radius = self.eps * jnp.sqrt(jnp.sum(jnp.square(w)))
         delta = jnp.zeros_like(w)
         history = []
+        inputs = self._inputs(path, device)
+        project = self.project_every == "step"
         for epoch in range(self.epochs):
             for i in range(self._orders.shape[1]):
-                delta = self._ascend(on["variables"], delta, radius, on["x"], on["y"], on["orders"][epoch, i],
-                                     path=path, project=self.project_every == "step")
+                if inputs is None:
+                    delta = self._ascend(on["variables"], delta, radius, on["x"], on["y"], on["orders"][epoch, i],
+                                         path=path, project=project)
+                else:
+                    delta = self._ascend_cached(on["variables"], delta, radius, inputs, on["y"],
+                                                on["orders"][epoch, i], path=path, points=self.cut_points(path),
+                                                project=project)
             if self.project_every == "epoch":
                 delta = project_l2(delta, radius)
-            loss, acc = self.robust_loss(path, delta, device)
+            loss, acc = self.robust_loss(path, delta, device, inputs)
             history.append({"loss": loss, "accuracy": acc,
                             "relative_norm": float(jnp.linalg.norm(delta) / jnp.linalg.norm(w))})
         return delta, history
@@ -199,18 +300,23 @@ class MRC:
             baseline = self.robust_loss(first, jnp.zeros_like(get_leaf(self.variables["params"], tuple(first))),
                                         local[0])
 
+        queues, lock = {d: collections.deque(work[d]) for d in local}, threading.Lock()
+
         def run(device):
             rows = []
-            for n in work[device]:
-                if stop is not None and stop():
-                    break
+            while stop is None or not stop():
+                with lock:
+                    if not queues[device]:
+                        break
+                    n = queues[device].popleft()
                 rows.append(self._row(n, tuple(modules[n]), device, baseline))
                 if on_row is not None:
                     on_row(rows[-1])
             return rows
 
-        with ThreadPoolExecutor(max_workers=max(1, len(local))) as pool:
-            mine = {row["module"]: row for rows in pool.map(run, local) for row in rows}
+        workers = [d for d in local for _ in range(self.threads)]
+        with ThreadPoolExecutor(max_workers=max(1, len(workers))) as pool:
+            mine = {row["module"]: row for rows in pool.map(run, workers) for row in rows}
         for part in distributed.gather_objects(mine):
             done.update(part)
         return [done[n] for n in names if n in done]

@@ -212,6 +212,7 @@ def make_autoattack_step(model: nn.Module, mesh, *, eps: float, norm: str = "lin
       ``evaluate(variables, images_u8 [B,H,W,C], labels [B], mask [B] bool, key)
       -> {"clean", "apgd_ce", "apgd_t", "autoattack": int counts, "loss": float}`` — correct masked
       examples on x, robust to APGD-CE alone, to APGD-T (all targets) alone, and to both.
+      ``n_targets=0`` runs APGD-CE only (no ``"apgd_t"``; ``"autoattack"`` is then APGD-CE's count).
     """
     rep, data = sharding.replicated(mesh), sharding.batch_sharded(mesh)
 
@@ -241,7 +242,10 @@ def make_autoattack_step(model: nn.Module, mesh, *, eps: float, norm: str = "lin
         for i in range(n_targets):
             robust_t = robust_t & t_jit(variables, images_u8, labels, targets[i], jax.random.fold_in(k_t, i))
         loss = jax.jit(lambda l, m: jnp.sum(jnp.where(m, l, 0.0)), out_shardings=rep)(loss, mask)
-        return {"clean": count(clean, mask), "apgd_ce": count(robust_ce, mask), "apgd_t": count(robust_t, mask),
-                "autoattack": count(robust_ce & robust_t, mask), "loss": loss}
+        out = {"clean": count(clean, mask), "apgd_ce": count(robust_ce, mask),
+               "autoattack": count(robust_ce & robust_t, mask), "loss": loss}
+        if n_targets:
+            out["apgd_t"] = count(robust_t, mask)
+        return out
 
     return evaluate

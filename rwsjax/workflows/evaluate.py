@@ -36,7 +36,7 @@ def run(config, workdir: str) -> dict:
         aa = result["autoattack"] = s.autoattack(variables, "AutoAttack-lite")
         it = config.eval.apgd_iters
         header += [f"APGD-CE-{it} (%)", f"APGD-T-{it}×{config.eval.apgd_targets} (%)", "AA-lite (%)", "AA images"]
-        row += [aa["apgd_ce_accuracy"], aa["apgd_t_accuracy"], aa["autoattack_accuracy"], aa["n"]]
+        row += [aa["apgd_ce_accuracy"], aa.get("apgd_t_accuracy"), aa["autoattack_accuracy"], aa["n"]]
     result.update(checkpoint=os.path.abspath(config.checkpoint), model=config.model.name, dataset=config.data.name)
     write_json(os.path.join(workdir, "evaluation.json"), result)
     table = tables.markdown_table(header, [row])

@@ -94,7 +94,8 @@ def module_criticality(s: Setup, at_variables) -> list[dict]:
     n = len(source)
     mrc = MRC(s.model, at_variables, x_adv, source.labels, eps=c.mrc.eps, lr=c.mrc.learning_rate,
               epochs=c.mrc.epochs, batch_size=c.mrc.batch_size, project_every=c.mrc.project_every, seed=c.seed,
-              devices=list(s.mesh.devices.flat))
+              devices=list(s.mesh.devices.flat), cache=c.mrc.cache, cache_gib=c.mrc.cache_gib,
+              threads=c.mrc.threads)
     # Each finished row is saved at once (by the process that computed it), so a preempted MRC pass resumes.
     partial = os.path.join(s.workdir, "mrc_partial")
     os.makedirs(partial, exist_ok=True)

@@ -45,8 +45,12 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+# How a result is computed, not what it is (identical numbers either way): never a config change.
+PERFORMANCE_FIELDS = ("mrc.cache", "mrc.cache_gib", "mrc.threads")
+
+
 def _covered(key: str, depends: Sequence[str]) -> bool:
-    return any(key == d or key.startswith(d + ".") for d in depends)
+    return key not in PERFORMANCE_FIELDS and any(key == d or key.startswith(d + ".") for d in depends)
 
 
 def redo_list(config, stages: Sequence[Stage]) -> list[str]:
