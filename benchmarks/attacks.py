@@ -9,8 +9,8 @@ Prints images/s (median and best of ``repeats`` after a warm-up call that also g
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +20,9 @@ from rwsjax.attacks import apgd as ap
 from rwsjax.attacks.pgd import robust_correct
 from rwsjax.models.registry import create_model
 from rwsjax.train import steps
+
+sys.path.insert(0, os.path.dirname(__file__))
+import common  # noqa: E402
 
 
 def main():
@@ -52,24 +55,17 @@ def main():
             lambda v, x, y, t, k: ap.autoattack_lite(fn(v), x, y, k, eps=eps, n_iter=a.n_iter,
                                                      unroll=a.unroll)["combined"]),
     }
-    print(f"resnet18 width x{a.width}, batch {a.batch}, {jax.devices()[0].platform}, jax {jax.__version__}, "
-          f"APGD {'unrolled' if a.unroll else 'rolled (lax.scan)'}")
-    print(f"{'attack':36s} {'img/s med':>10s} {'img/s best':>10s} {'compile s':>10s}")
+    print(f"resnet18 width x{a.width}, batch {a.batch}, APGD {'unrolled' if a.unroll else 'rolled (lax.scan)'}; "
+          f"{common.banner()}")
+    print(common.HEADER)
     key = jax.random.PRNGKey(1)
     only = [o.strip() for o in a.only.split(",") if o.strip()]
     for name, f in benches.items():
         if only and not any(o in name for o in only):
             continue
-        t = time.perf_counter()
-        jax.block_until_ready(f(variables, x, y, targets, key))
-        compile_s = time.perf_counter() - t
-        times = []
-        for i in range(a.repeats):
-            t = time.perf_counter()
-            jax.block_until_ready(f(variables, x, y, targets, jax.random.fold_in(key, i)))
-            times.append(time.perf_counter() - t)
-        print(f"{name:36s} {a.batch / statistics.median(times):10.1f} {a.batch / min(times):10.1f} "
-              f"{compile_s:10.1f}", flush=True)
+        keys = iter(range(10**6))
+        m = common.measure(lambda: f(variables, x, y, targets, jax.random.fold_in(key, next(keys))), a.repeats)
+        print(common.line(name, a.batch, m, common.flops(f, variables, x, y, targets, key)), flush=True)
 
 
 if __name__ == "__main__":

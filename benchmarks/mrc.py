@@ -10,8 +10,8 @@ compiled programs and the per-module mean; peak RSS.
 from __future__ import annotations
 
 import argparse
-import resource
-import time
+import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +20,9 @@ import numpy as np
 from rwsjax.models.registry import create_model
 from rwsjax.rift.mrc import MRC
 from rwsjax.weights.modules import call_order, kernels
+
+sys.path.insert(0, os.path.dirname(__file__))
+import common  # noqa: E402
 
 _COMPILE = {"s": 0.0, "n": 0}
 
@@ -52,16 +55,14 @@ def main():
     if a.modules:
         modules = dict(list(modules.items())[: a.modules])
     base = dict(_COMPILE)
-    t = time.perf_counter()
     mrc = MRC(model, variables, x, y, eps=0.1, lr=1.0, epochs=a.epochs, batch_size=a.batch, cache=a.cache,
               threads=a.threads)
-    rows = mrc.criticality(modules)
-    total = time.perf_counter() - t
+    rows, total, others = common.once(lambda: mrc.criticality(modules))
     print(f"{a.model} width x{a.width}, {len(modules)} modules, {a.examples} examples, {a.epochs} epochs, batch "
-          f"{a.batch}, activation cache {'on' if a.cache else 'off'}, {a.threads} thread(s), {jax.devices()[0].platform}, jax {jax.__version__}")
+          f"{a.batch}, activation cache {'on' if a.cache else 'off'}, {a.threads} thread(s); {common.banner()}")
     print(f"MRC pass {total:.1f} s  (compiling {_COMPILE['s'] - base['s']:.1f} s in {_COMPILE['n'] - base['n']} "
           f"programs; {total / len(modules):.2f} s/module)  peak RSS "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+          f"{common.peak_rss_gib():.2f} GiB" + common.disturbed(others))
     print("MRC " + " ".join(f"{r['module']}={r['mrc']:.4f}" for r in rows[:4]) + " …")
 
 

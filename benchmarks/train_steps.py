@@ -4,16 +4,16 @@ step of every adversarial-training regime (TRADES, MART, SCORE, AT-AWP, TRADES-A
     python benchmarks/train_steps.py --width=0.25 --batch=128 --repeats=5
 
 Prints images/s (median and best of ``repeats`` timed calls after a warm-up
-call that also measures compile time) and peak resident memory, for the
-unrolled and the rolled (``lax.fori_loop``) PGD loop.
+call that also measures compile time), achieved GFLOP/s against the machine's
+peak, a DISTURBED note when other processes used the CPU meanwhile, and peak
+resident memory, for the unrolled and the rolled (``lax.fori_loop``) PGD loop.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
-import statistics
-import time
+import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -24,19 +24,10 @@ from rwsjax.models.registry import create_model
 from rwsjax.train import sharding, steps
 from rwsjax.train.state import TrainState, sgd
 
+sys.path.insert(0, os.path.dirname(__file__))
+import common  # noqa: E402
+
 ATTACK = dict(eps=8 / 255, step_size=2 / 255, steps=10, norm="linf", random_init=True)
-
-
-def _time(fn, repeats):
-    t = time.perf_counter()
-    jax.block_until_ready(fn())
-    compile_s = time.perf_counter() - t
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return compile_s, times
 
 
 def main():
@@ -56,9 +47,8 @@ def main():
     variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, 32, 32, 3)), train=False))(jax.random.PRNGKey(0))
     tx = sgd(0.1, momentum=0.9, weight_decay=5e-4, steps_per_epoch=100)
     key = jax.random.PRNGKey(1)
-    print(f"{a.model} width x{a.width}, batch {a.batch}, {jax.devices()[0].platform} x{len(jax.devices())}, "
-          f"jax {jax.__version__}")
-    print(f"{'benchmark':34s} {'img/s med':>10s} {'img/s best':>10s} {'compile s':>10s}")
+    print(f"{a.model} width x{a.width}, batch {a.batch}; {common.banner()}")
+    print(common.HEADER)
     benches = {}
 
     def train_bench(regime, unroll, **kw):
@@ -68,13 +58,13 @@ def main():
         def run():
             box[0], m = step(box[0], x, y, key)
             return m
-        return run
+        return run, lambda: common.flops(step, box[0], x, y, key)
 
     def attack_bench(unroll):
         fn = jax.jit(lambda v, xx, yy, k: pgd(steps.eval_logits_fn(model, v), xx.astype(jnp.float32) / 255, yy, k,
                                               unroll=unroll, **ATTACK))
         v = sharding.replicate(variables, mesh)
-        return lambda: fn(v, x, y, key)
+        return (lambda: fn(v, x, y, key)), lambda: common.flops(fn, v, x, y, key)
 
     benches["train step (clean)"] = lambda: train_bench("standard", True)
     benches["PGD-10 attack (unrolled)"] = lambda: attack_bench(True)
@@ -89,10 +79,10 @@ def main():
     for name, make in benches.items():
         if only and not any(o in name for o in only):
             continue
-        compile_s, times = _time(make(), a.repeats)
-        ips = [a.batch / t for t in times]
-        print(f"{name:34s} {statistics.median(ips):10.1f} {max(ips):10.1f} {compile_s:10.1f}", flush=True)
-    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+        run, count = make()
+        m = common.measure(run, a.repeats)
+        print(common.line(name, a.batch, m, count()), flush=True)
+    print(f"peak RSS {common.peak_rss_gib():.2f} GiB")
 
 
 if __name__ == "__main__":
