@@ -54,7 +54,9 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     c.attack.step_size = 2 / 255
     c.attack.steps = 10
     c.attack.random_start = True
-    c.attack.unroll = True           # unrolled PGD loop (XLA:CPU: 6–8× faster than lax.fori_loop)
+    # None: unrolled PGD loop on CPU (XLA:CPU: 5–8× faster than lax.fori_loop), rolled on GPU/TPU (same speed,
+    # 3× faster compiles); True/False forces one.
+    c.attack.unroll = ml_collections.FieldReference(None, field_type=bool)
 
     c.at = ml_collections.ConfigDict()
     c.at.regime = "pgd_at"           # pgd_at | trades | mart | score (Table 2 of RiFT; losses in rwsjax.train.losses)
@@ -79,7 +81,7 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     c.eval.step_size = 2 / 255
     c.eval.steps = 10
     c.eval.random_start = True
-    c.eval.unroll = True
+    c.eval.unroll = ml_collections.FieldReference(None, field_type=bool)
     c.eval.restarts = 3
     c.eval.batch_size = 256
     # AutoAttack-lite (APGD-CE, then APGD-T on the 9 most likely wrong classes; Croce & Hein 2020) in the

@@ -69,3 +69,25 @@ def test_unknown_redo_stage(tmp_path):
     c.redo = "mrc,training"
     with pytest.raises(StageError, match=r"unknown stage\(s\) \['training'\]; valid: \['at', 'mrc', 'ft'"):
         prepare(str(tmp_path), c, STAGES)
+
+
+def test_performance_fields_and_new_fields_are_not_changes(tmp_path):
+    """How a result is computed (loop unrolling, MRC cache/threads) is not what it is; a field added by a newer
+    rwsjax (absent from the recorded config) is taken at its default. A real change is still refused."""
+    c = _config()
+    recorded = c.to_dict()
+    del recorded["at"]["awp_gamma"]  # written by an older version
+    w = _workdir(tmp_path, c, ["at/final", "mrc.json", "ft/final"])
+    (tmp_path / "config.json").write_text(json.dumps(recorded))
+    c.attack.unroll, c.eval.unroll, c.mrc.threads, c.mrc.cache = False, False, 1, False
+    assert prepare(w, c, STAGES)["mrc"] == "done"
+    c.mrc.eps = 0.2
+    with pytest.raises(StageError, match=r"mrc\.eps: 0\.1 → 0\.2"):
+        prepare(w, c, STAGES)
+
+
+def test_unroll_auto_follows_the_backend():
+    import jax
+    from rwsjax.train.steps import resolve_unroll
+    assert resolve_unroll(None) == (jax.default_backend() == "cpu")
+    assert resolve_unroll(False) is False and resolve_unroll(True) is True

@@ -29,10 +29,16 @@ ATTACK_BN_MODES = ("batch", "eval")
 BN_MODES = ("train", "frozen")
 
 
+def resolve_unroll(unroll: bool | None) -> bool:
+    """``None`` (auto) → unrolled attack loops on XLA:CPU (measured 5–8× faster there) and rolled ones on
+    GPU/TPU (the same speed there, and 3× faster to compile); a bool is kept."""
+    return jax.default_backend() == "cpu" if unroll is None else bool(unroll)
+
+
 def attack_kwargs(cfg) -> dict:
     """PGD keyword arguments from an ``attack`` config block (eps/step in pixel units)."""
     return dict(eps=float(cfg.eps), step_size=float(cfg.step_size), steps=int(cfg.steps),
-                norm=cfg.norm, random_init=bool(cfg.random_start), unroll=bool(cfg.unroll))
+                norm=cfg.norm, random_init=bool(cfg.random_start), unroll=resolve_unroll(cfg.get("unroll")))
 
 
 def eval_logits_fn(model: nn.Module, variables: dict) -> Callable[[jax.Array], jax.Array]:

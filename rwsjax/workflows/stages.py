@@ -46,7 +46,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 # How a result is computed, not what it is (identical numbers either way): never a config change.
-PERFORMANCE_FIELDS = ("mrc.cache", "mrc.cache_gib", "mrc.threads")
+PERFORMANCE_FIELDS = ("mrc.cache", "mrc.cache_gib", "mrc.threads", "attack.unroll", "eval.unroll")
 
 
 def _covered(key: str, depends: Sequence[str]) -> bool:
