@@ -75,21 +75,21 @@ def flops(jitted, *args) -> float:
         return 0.0
 
 
-def measure(fn: Callable[[], object], repeats: int) -> dict:
-    """Time ``fn`` once (compile + run) and then ``repeats`` times.
+def measure(fn: Callable[[], object], repeats: int, block: Callable = jax.block_until_ready) -> dict:
+    """Time ``fn`` once (compile + run) and then ``repeats`` times (``block`` waits for its result).
 
     Returns ``{"compile_s", "times" (s), "median_s", "min_s", "others_cpu"}`` where ``others_cpu`` is the
     fraction of the machine's cores that *other* processes kept busy during the timed repeats (> 0.1 means
     the numbers are disturbed).
     """
     t = time.perf_counter()
-    jax.block_until_ready(fn())
+    block(fn())
     compile_s = time.perf_counter() - t
     busy0, own0, wall0 = _busy_cpu_s(), _own_cpu_s(), time.perf_counter()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        jax.block_until_ready(fn())
+        block(fn())
         times.append(time.perf_counter() - t)
     wall = time.perf_counter() - wall0
     others = _others(busy0, own0, wall)
