@@ -51,7 +51,7 @@ def one_batch(tiny_resnet, cifar_test_batch):
 
 def _step(model, variables, mesh, x, y, **kw):
     tx = sgd(0.1, momentum=0.9, weight_decay=5e-4, steps_per_epoch=1)
-    attack = dict(eps=8 / 255, step_size=2 / 255, steps=2, norm="linf", random_init=True, unroll=True)
+    attack = dict(eps=8 / 255, step_size=2 / 255, steps=1, norm="linf", random_init=True, unroll=True)
     step = steps.make_train_step(model, tx, mesh, attack=attack, attack_bn="eval", augment=False, **kw)
     state = sharding.replicate(jax.device_get(TrainState.create(variables, tx)), mesh)
     state, m = step(state, x, y, jax.random.PRNGKey(0))
@@ -70,7 +70,7 @@ def test_awp_step_matches_its_definition(one_batch):
     _, k_adv = jax.random.split(jax.random.PRNGKey(0))
     from rwsjax.attacks import pgd
     fn = steps.eval_logits_fn(model, variables)
-    x_adv = pgd.pgd(fn, xf, y, k_adv, eps=8 / 255, step_size=2 / 255, steps=2, norm="linf", random_init=True,
+    x_adv = pgd.pgd(fn, xf, y, k_adv, eps=8 / 255, step_size=2 / 255, steps=1, norm="linf", random_init=True,
                     unroll=True)
 
     def ce(p):

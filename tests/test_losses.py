@@ -80,7 +80,7 @@ def test_trades_mart_score_steps(tiny_resnet, cifar_test_batch):
     model, variables = tiny_resnet
     mesh = sharding.make_mesh(jax.devices()[:1])
     tx = sgd(0.1, momentum=0.9, weight_decay=5e-4, steps_per_epoch=1)
-    attack = dict(eps=8 / 255, step_size=2 / 255, steps=2, norm="linf", random_init=True, unroll=True)
+    attack = dict(eps=8 / 255, step_size=2 / 255, steps=1, norm="linf", random_init=True, unroll=True)
     x, y = sharding.shard_batch((cifar_test_batch[0][:32], cifar_test_batch[1][:32]), mesh)
     key = jax.random.PRNGKey(0)
 
