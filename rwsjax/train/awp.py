@@ -1,4 +1,4 @@
-"""Adversarial weight perturbation (AWP; Wu, Xia & Wang, NeurIPS 2020, Eq. 9–11 and the official code).
+"""Adversarial weight perturbation (AWP; Wu, Xia & Wang, NeurIPS 2020, Algorithm 1 and the official code).
 
 One ascent step on the training objective gives, per weight matrix/kernel ``w_l`` (every leaf with ≥ 2
 dimensions: conv and dense kernels; biases and BatchNorm are not perturbed),

@@ -59,7 +59,7 @@ def mart_loss(logits_nat: jax.Array, logits_adv: jax.Array, labels: jax.Array, b
 
 
 def score_loss(logits_nat: jax.Array, logits_adv: jax.Array, labels: jax.Array, beta: float) -> jax.Array:
-    """SCORE (Pang et al., ICML 2022, Sec. 4; the official ``trades_loss_LSE`` objective, ``--LSE --ls 0``):
+    """SCORE (Pang et al., ICML 2022; the objective of the official ``trades_loss_LSE``, ``--LSE --ls 0``):
 
         ‖p(x) − e_y‖₂² + β · ‖p(x') − p(x)‖₂²,
 
