@@ -89,6 +89,7 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     c.eval.autoattack = False
     c.eval.apgd_iters = 100
     c.eval.apgd_targets = 9
+    c.eval.apgd_restarts = 1         # random restarts per attack and target (AutoAttack standard: 1)
     c.eval.autoattack_size = ml_collections.FieldReference(None, field_type=int)  # None: the whole test split
 
     c.mrc = ml_collections.ConfigDict()

@@ -57,6 +57,7 @@ def validate(config) -> None:
     at_least("eval.restarts", 1)
     at_least("eval.apgd_iters", 1)
     at_least("eval.apgd_targets", 0)  # 0: APGD-CE only
+    at_least("eval.apgd_restarts", 1)
     at_least("eval.autoattack_size", 1)
     choice("at.regime", REGIMES)
     at_least("at.beta", 0)

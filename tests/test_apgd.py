@@ -128,3 +128,25 @@ def test_autoattack_step_counts_match_the_attack(trained_tiny_resnet, cifar_test
     out = evaluate(step, variables, split, batch_size=64, mesh=mesh, seed=0, desc="aa")
     assert set(out) >= {"clean_accuracy", "apgd_ce_accuracy", "apgd_t_accuracy", "autoattack_accuracy"}
     assert out["n"] == 50 and 0 <= out["autoattack_accuracy"] <= out["clean_accuracy"] <= 100
+
+
+def test_restarts_only_add_adversarial_examples(trained_tiny_resnet, cifar_test_batch):
+    """Restart 0 is the single run; every further restart can only break more examples; x_adv stays in the
+    ε-ball ∩ [0, 1] and is misclassified wherever the example is not robust."""
+    model, variables = trained_tiny_resnet
+    x = jnp.asarray(cifar_test_batch[0][:32], jnp.float32) / 255.0
+    y = jnp.asarray(cifar_test_batch[1][:32])
+    fn = steps.eval_logits_fn(model, variables)
+    key, eps = jax.random.PRNGKey(5), 8 / 255
+    run = jax.jit(lambda k, r: ap.apgd_restarts(fn, x, y, k, restarts=r, eps=eps, n_iter=5, unroll=True),
+                  static_argnums=1)
+    x1, r1 = run(key, 1)
+    x3, r3 = run(key, 3)
+    _, single = jax.jit(lambda k: ap.apgd(fn, x, y, k, eps=eps, n_iter=5, unroll=True))(jax.random.fold_in(key, 0))
+    assert bool(jnp.all(r1 == single))
+    assert bool(jnp.all(r3 <= r1))  # robust after 3 restarts ⇒ robust after the first
+    assert float(jnp.max(jnp.abs(x3 - x))) <= eps + 1e-6 and float(x3.min()) >= 0 and float(x3.max()) <= 1
+    broken = ~r3 & (jnp.argmax(fn(x), -1) == y)
+    assert bool(jnp.all(jnp.where(broken, jnp.argmax(fn(x3), -1) != y, True)))
+    with pytest.raises(ValueError, match="restarts"):
+        ap.apgd_restarts(fn, x, y, key, restarts=0, eps=eps)

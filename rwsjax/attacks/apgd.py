@@ -191,6 +191,29 @@ def apgd(logits_fn: LogitsFn, x: jax.Array, labels: jax.Array, key: jax.Array, *
     return x_out, state["robust"]
 
 
+def apgd_restarts(logits_fn: LogitsFn, x: jax.Array, labels: jax.Array, key: jax.Array, *, restarts: int = 1,
+                  **apgd_kwargs) -> tuple[jax.Array, jax.Array]:
+    """``restarts`` APGD runs from independent random starts (keys ``fold_in(key, r)``; restart 0 is
+    :func:`apgd` with ``fold_in(key, 0)``); an example is robust only if it survives every run, and its
+    ``x_adv`` comes from the first run that broke it (else from the last run).
+
+    Returns:
+      ``(x_adv [B, H, W, C], robust bool [B])`` as :func:`apgd`.
+
+    Raises:
+      ValueError: ``restarts < 1``, and whatever :func:`apgd` raises.
+    """
+    if restarts < 1:
+        raise ValueError(f"APGD restarts must be >= 1, got {restarts}")
+    bshape = (-1,) + (1,) * (x.ndim - 1)
+    x_adv, robust = apgd(logits_fn, x, labels, jax.random.fold_in(key, 0), **apgd_kwargs)
+    for r in range(1, restarts):
+        x_r, robust_r = apgd(logits_fn, x, labels, jax.random.fold_in(key, r), **apgd_kwargs)
+        x_adv = jnp.where(robust.reshape(bshape), x_r, x_adv)  # still robust before run r: take run r's point
+        robust = robust & robust_r
+    return x_adv, robust
+
+
 def top_targets(logits: jax.Array, labels: jax.Array, n_targets: int) -> jax.Array:
     """The ``n_targets`` highest-scoring classes other than the label, per example: int ``[n_targets, B]``."""
     masked = jnp.where(jax.nn.one_hot(labels, logits.shape[-1], dtype=bool), -jnp.inf, logits)
@@ -200,9 +223,10 @@ def top_targets(logits: jax.Array, labels: jax.Array, n_targets: int) -> jax.Arr
 
 def autoattack_lite(logits_fn: LogitsFn, x: jax.Array, labels: jax.Array, key: jax.Array, *, eps: float,
                     norm: str = "linf", n_iter: int = 100, n_targets: int = 9,
-                    unroll: bool = False) -> dict[str, jax.Array]:
+                    unroll: bool = False, restarts: int = 1) -> dict[str, jax.Array]:
     """APGD-CE, then APGD-T against each of the ``n_targets`` most likely wrong classes (AutoAttack's
-    "standard" first two attacks); an example is robust only if it survives all of them.
+    "standard" first two attacks, one restart each there; ``restarts`` random restarts per attack and
+    target otherwise, :func:`apgd_restarts`); an example is robust only if it survives all of them.
 
     Returns:
       bool ``[B]`` masks: ``"clean"`` (correct on x), ``"apgd_ce"``, ``"apgd_t"`` (robust to each alone)
@@ -212,14 +236,15 @@ def autoattack_lite(logits_fn: LogitsFn, x: jax.Array, labels: jax.Array, key: j
     logits = logits_fn(x)
     clean = jnp.argmax(logits, -1) == labels
     k_ce, k_t = jax.random.split(key)
-    _, robust_ce = apgd(logits_fn, x, labels, k_ce, eps=eps, n_iter=n_iter, norm=norm, loss="ce", unroll=unroll)
+    _, robust_ce = apgd_restarts(logits_fn, x, labels, k_ce, restarts=restarts, eps=eps, n_iter=n_iter, norm=norm,
+                                 loss="ce", unroll=unroll)
     robust_t = clean
     for i, t in enumerate(top_targets(logits, labels, n_targets)):
-        _, r = apgd(logits_fn, x, labels, jax.random.fold_in(k_t, i), eps=eps, n_iter=n_iter, norm=norm,
-                    loss="dlr_t", targets=t, unroll=unroll)
+        _, r = apgd_restarts(logits_fn, x, labels, jax.random.fold_in(k_t, i), restarts=restarts, eps=eps,
+                             n_iter=n_iter, norm=norm, loss="dlr_t", targets=t, unroll=unroll)
         robust_t = robust_t & r
     return {"clean": clean, "apgd_ce": clean & robust_ce, "apgd_t": robust_t,
             "combined": clean & robust_ce & robust_t}
 
 
-__all__ = ["apgd", "autoattack_lite", "checkpoints", "dlr_loss", "dlr_targeted_loss", "top_targets"]
+__all__ = ["apgd", "apgd_restarts", "autoattack_lite", "checkpoints", "dlr_loss", "dlr_targeted_loss", "top_targets"]

@@ -206,10 +206,10 @@ def make_adversarial_examples(model: nn.Module, mesh, *, attack: dict) -> Callab
 
 
 def make_autoattack_step(model: nn.Module, mesh, *, eps: float, norm: str = "linf", n_iter: int = 100,
-                         n_targets: int = 9, unroll: bool = False) -> Callable:
+                         n_targets: int = 9, unroll: bool = False, restarts: int = 1) -> Callable:
     """AutoAttack-lite evaluation step (Croce & Hein, ICML 2020): APGD-CE, then APGD-T against each of the
     ``n_targets`` most likely wrong classes, BN on running statistics, one restart each (AutoAttack's
-    "standard" setting for these two attacks).
+    "standard" setting for these two attacks; ``restarts`` random restarts per attack and target).
 
     Two compiled programs (the CE run, and one targeted run reused for every target); the targets are
     the clean logits' top classes, as in :func:`rwsjax.attacks.apgd.autoattack_lite`.
@@ -226,14 +226,15 @@ def make_autoattack_step(model: nn.Module, mesh, *, eps: float, norm: str = "lin
         fn, x = eval_logits_fn(model, variables), _images(images_u8)
         logits = fn(x)
         clean = jnp.argmax(logits, -1) == labels
-        _, robust = apgd_lib.apgd(fn, x, labels, key, eps=eps, n_iter=n_iter, norm=norm, loss="ce", unroll=unroll)
+        _, robust = apgd_lib.apgd_restarts(fn, x, labels, key, restarts=restarts, eps=eps, n_iter=n_iter, norm=norm,
+                                           loss="ce", unroll=unroll)
         return clean, clean & robust, apgd_lib.top_targets(logits, labels, n_targets), pgd_lib.cross_entropy(
             logits, labels)
 
     def targeted_part(variables, images_u8, labels, targets, key):
         fn = eval_logits_fn(model, variables)
-        return apgd_lib.apgd(fn, _images(images_u8), labels, key, eps=eps, n_iter=n_iter, norm=norm,
-                             loss="dlr_t", targets=targets, unroll=unroll)[1]
+        return apgd_lib.apgd_restarts(fn, _images(images_u8), labels, key, restarts=restarts, eps=eps,
+                                      n_iter=n_iter, norm=norm, loss="dlr_t", targets=targets, unroll=unroll)[1]
 
     targets_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
     ce_jit = jax.jit(ce_part, in_shardings=(rep, data, data, rep),

@@ -76,10 +76,11 @@ class Setup:
         if "autoattack" not in self._eval_steps:
             self._eval_steps["autoattack"] = steps.make_autoattack_step(
                 self.model, self.mesh, eps=float(c.eps), norm=c.norm, n_iter=int(c.apgd_iters),
-                n_targets=int(c.apgd_targets), unroll=steps.resolve_unroll(c.unroll))
+                n_targets=int(c.apgd_targets), unroll=steps.resolve_unroll(c.unroll),
+                restarts=int(c.apgd_restarts))
         split = subset(self.splits["test"], c.autoattack_size, self.config.seed + 2)
         out = self.evaluate(self._eval_steps["autoattack"], variables, split, desc)
-        out.update(apgd_iters=int(c.apgd_iters), apgd_targets=int(c.apgd_targets))
+        out.update(apgd_iters=int(c.apgd_iters), apgd_targets=int(c.apgd_targets), apgd_restarts=int(c.apgd_restarts))
         return out
 
     def evaluate(self, step, variables, split, desc):
