@@ -130,7 +130,8 @@ def test_cached_and_threaded_mrc_equal_the_straightforward_one(mrc_setup):
             assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (a["module"], key)
     # A cache over the memory budget falls back to full forward passes for that module.
     tiny_budget = MRC(model, variables, x_adv, y, cache=True, cache_gib=1e-9, **kw)
-    assert tiny_budget._inputs(ks["conv1"], tiny_budget._local_devices()[0]) is None
+    points, inputs = tiny_budget._inputs(ks["conv1"], tiny_budget._local_devices()[0])
+    assert points == () and len(inputs) == 1 and inputs[0].shape == x_adv.shape
 
 
 def test_mrc_stops_between_modules_and_resumes_exactly(mrc_setup):

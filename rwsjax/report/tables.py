@@ -35,6 +35,11 @@ def regime_label(at: dict) -> str:
     return label
 
 
+def _delta(a, b):
+    """``b − a`` as ``+x.xx`` (None when either is missing)."""
+    return None if a is None or b is None else f"{b - a:+.2f}"
+
+
 def _aa(m: dict):
     return (m.get("autoattack") or {}).get("autoattack_accuracy")
 
@@ -49,18 +54,15 @@ def rift_table(results: dict) -> str:
     name = f"{results['model']} ({results['dataset']})"
     with_aa = _aa(at) is not None
 
-    def delta(a, b):
-        return None if a is None or b is None else f"{b - a:+.2f}"
-
     def row(method, m):
         return [name, method, m["clean_accuracy"], m.get("ood_accuracy"), m["robust_accuracy"]] + (
             [_aa(m)] if with_aa else [])
 
     rows = [row("AT", at),
             row(f"AT + RiFT (α*={results['alpha_star']:.1f}, {', '.join(results['finetuned_modules'])})", rift),
-            [name, "Δ"] + [delta(at.get(k), rift.get(k)) for k in ("clean_accuracy", "ood_accuracy",
-                                                                    "robust_accuracy")]
-            + ([delta(_aa(at), _aa(rift))] if with_aa else [])]
+            [name, "Δ"] + [_delta(at.get(k), rift.get(k)) for k in ("clean_accuracy", "ood_accuracy",
+                                                                     "robust_accuracy")]
+            + ([_delta(_aa(at), _aa(rift))] if with_aa else [])]
     return markdown_table(["model", "method", "std acc. (%)", "OOD acc. (%)", "adv. acc. (%)"]
                           + (["AA-lite acc. (%)"] if with_aa else []), rows)
 
@@ -75,7 +77,7 @@ def regimes_table(results: Sequence[dict]) -> str:
         cells = []
         for key in ("clean_accuracy", "ood_accuracy", "robust_accuracy"):
             a, b = at.get(key), rift.get(key)
-            cells += [a, b, None if a is None or b is None else f"{b - a:+.2f}"]
+            cells += [a, b, _delta(a, b)]
         body.append([r.get("regime", "PGD-AT"), f"{r['model']} ×{r.get('width_multiplier', 1)}",
                      f"{r['alpha_star']:.1f}", ", ".join(r["finetuned_modules"]), *cells])
     header = ["regime", "model", "α*", "fine-tuned"]

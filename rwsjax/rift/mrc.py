@@ -105,32 +105,14 @@ class MRC:
         self._eval_mask = np.concatenate([np.ones(n, bool), np.zeros(pad, bool)]).reshape(-1, batch_size)
         self._x, self._y = np.asarray(x_adv, np.float32), np.asarray(labels, np.int32)
         self._placed, self._lock = {}, threading.Lock()
-        self._ascend = jax.jit(self._ascend_impl, static_argnames=("path", "project"))
-        self._loss = jax.jit(self._loss_impl)  # one program for every module
         self.cache, self.cache_bytes, self.threads = cache, cache_gib * 2**30, max(1, int(threads))
+        # Compiled per kernel (the perturbed path) and per set of cut points; ``points=()`` — no cache — gives
+        # one loss program for every module.
+        self._ascend = jax.jit(self._ascend_impl, static_argnames=("path", "points", "project"))
+        self._loss = jax.jit(self._loss_impl, static_argnames=("points",))
         self._capture = jax.jit(self._capture_impl, static_argnames=("points",))
-        self._ascend_cached = jax.jit(self._ascend_cached_impl, static_argnames=("path", "points", "project"))
-        self._loss_cached = jax.jit(self._loss_cached_impl, static_argnames=("points",))
 
-    # -- pure pieces -------------------------------------------------------
-    def _logits(self, variables, path, delta, x):
-        params = perturb(variables["params"], path, delta)
-        return self.model.apply({"params": params, "batch_stats": variables.get("batch_stats", {})}, x, train=False)
-
-    def _ascend_impl(self, variables, delta, radius, x_all, y_all, idx, *, path, project):
-        x, y = x_all[idx], y_all[idx]
-        grad = jax.grad(lambda d: jnp.mean(cross_entropy(self._logits(variables, path, d, x), y)))(delta)
-        delta = delta + self.lr * grad
-        return project_l2(delta, radius) if project else delta
-
-    def _loss_impl(self, variables, x_all, y_all, idx, mask):
-        x, y = x_all[idx], y_all[idx]
-        logits = self.model.apply(variables, x, train=False)
-        loss = jnp.sum(jnp.where(mask, cross_entropy(logits, y), 0.0))
-        correct = jnp.sum((jnp.argmax(logits, -1) == y) & mask)
-        return loss, correct
-
-    # -- the cached-activation path ------------------------------------------
+    # -- pure pieces (the cached-activation path; no cut points = the plain forward pass) -----
     @staticmethod
     def cut_points(path: Sequence[str]) -> tuple[tuple[str, ...], ...]:
         """The modules whose inputs are cached for kernel ``path``: every ancestor and the module itself,
@@ -170,35 +152,45 @@ class MRC:
                              "forward pass; use cache=False (--config.mrc.cache=False) for this model")
         return tuple(found[p][0] for p in points)
 
-    def _ascend_cached_impl(self, variables, delta, radius, inputs, y_all, idx, *, path, points, project):
-        x, y = tuple(a[idx] for a in inputs), y_all[idx]
-        shape = (idx.shape[0],) + self._x.shape[1:]
+    def _batch(self, inputs, idx, points):
+        """Model input and replaced module inputs of batch ``idx``: the images themselves when ``points`` is
+        empty (``inputs == (x_all,)``), else zeros (dead code) and the cached inputs."""
+        if not points:
+            return inputs[0][idx], ()
+        return jnp.zeros((idx.shape[0],) + self._x.shape[1:], jnp.float32), tuple(a[idx] for a in inputs)
+
+    def _ascend_impl(self, variables, delta, radius, inputs, y_all, idx, *, path, points, project):
+        x, replaced = self._batch(inputs, idx, points)
+        y = y_all[idx]
 
         def loss(d):
             v = {"params": perturb(variables["params"], path, d), "batch_stats": variables.get("batch_stats", {})}
-            return jnp.mean(cross_entropy(self._apply_with_inputs(v, x, jnp.zeros(shape, jnp.float32), points), y))
+            return jnp.mean(cross_entropy(self._apply_with_inputs(v, replaced, x, points), y))
 
         delta = delta + self.lr * jax.grad(loss)(delta)
         return project_l2(delta, radius) if project else delta
 
-    def _loss_cached_impl(self, variables, inputs, y_all, idx, mask, *, points):
-        x, y = tuple(a[idx] for a in inputs), y_all[idx]
-        logits = self._apply_with_inputs(variables, x, jnp.zeros((idx.shape[0],) + self._x.shape[1:], jnp.float32),
-                                         points)
+    def _loss_impl(self, variables, inputs, y_all, idx, mask, *, points):
+        x, replaced = self._batch(inputs, idx, points)
+        y = y_all[idx]
+        logits = self._apply_with_inputs(variables, replaced, x, points)
         loss = jnp.sum(jnp.where(mask, cross_entropy(logits, y), 0.0))
         return loss, jnp.sum((jnp.argmax(logits, -1) == y) & mask)
 
-    def _inputs(self, path, device):
-        """The cached inputs of ``cut_points(path)`` over all (padded) examples, on ``device``; None when
-        caching is off or they would exceed ``cache_gib``."""
+    def _inputs(self, path, device) -> tuple[tuple, tuple]:
+        """``(points, inputs)`` the loss and ascent programs start from for kernel ``path`` on ``device``:
+        ``cut_points(path)`` and their cached inputs over all (padded) examples, or ``((), (X_adv,))`` when
+        caching is off or the cache would exceed ``cache_gib``."""
+        on = self._on(device)
+        plain = ((), (on["x"],))
         if not self.cache:
-            return None
-        points, on = self.cut_points(path), self._on(device)
+            return plain
+        points = self.cut_points(path)
         parts = [self._capture(on["variables"], on["x"], on["eval_idx"][i], points=points)
                  for i in range(len(self._eval_idx))]
         if sum(p.nbytes for p in parts[0]) * len(parts) > self.cache_bytes:
-            return None
-        return tuple(jnp.concatenate(a) for a in zip(*parts))
+            return plain
+        return points, tuple(jnp.concatenate(a) for a in zip(*parts))
 
     # -- host loops --------------------------------------------------------
     def _on(self, device) -> dict:
@@ -215,22 +207,19 @@ class MRC:
     def _local_devices(self) -> list:
         return [d for d in self.devices if d.process_index == jax.process_index()]
 
-    def robust_loss(self, path: Sequence[str], delta: jax.Array, device=None, inputs=None) -> tuple[float, float]:
+    def robust_loss(self, path: Sequence[str], delta: jax.Array, device=None, start=None) -> tuple[float, float]:
         """Mean CE loss and accuracy (%) on the whole fixed set at θ_AT + Δ on ``path`` (on ``device``);
-        ``inputs``: the module's cached inputs (``_inputs``), or None to run from the images."""
+        ``start``: ``(points, inputs)`` from ``_inputs`` (default: from the images)."""
         device = device or self._local_devices()[0]
         on = self._on(device)
+        points, inputs = start or ((), (on["x"],))
         v = on["variables"]
         delta = jax.device_put(delta, device)
         variables = {"params": perturb(v["params"], tuple(path), delta), "batch_stats": v.get("batch_stats", {})}
         loss = correct = 0.0
         for i in range(len(self._eval_idx)):
-            if inputs is None:
-                out = self._loss(variables, on["x"], on["y"], on["eval_idx"][i], on["eval_mask"][i])
-            else:
-                out = self._loss_cached(variables, inputs, on["y"], on["eval_idx"][i], on["eval_mask"][i],
-                                        points=self.cut_points(path))
-            l, c = jax.device_get(out)
+            l, c = jax.device_get(self._loss(variables, inputs, on["y"], on["eval_idx"][i], on["eval_mask"][i],
+                                             points=points))
             loss, correct = loss + float(l), correct + float(c)
         return loss / self.n, 100.0 * correct / self.n
 
@@ -242,20 +231,15 @@ class MRC:
         radius = self.eps * jnp.sqrt(jnp.sum(jnp.square(w)))
         delta = jnp.zeros_like(w)
         history = []
-        inputs = self._inputs(path, device)
+        points, inputs = start = self._inputs(path, device)
         project = self.project_every == "step"
         for epoch in range(self.epochs):
             for i in range(self._orders.shape[1]):
-                if inputs is None:
-                    delta = self._ascend(on["variables"], delta, radius, on["x"], on["y"], on["orders"][epoch, i],
-                                         path=path, project=project)
-                else:
-                    delta = self._ascend_cached(on["variables"], delta, radius, inputs, on["y"],
-                                                on["orders"][epoch, i], path=path, points=self.cut_points(path),
-                                                project=project)
+                delta = self._ascend(on["variables"], delta, radius, inputs, on["y"], on["orders"][epoch, i],
+                                     path=path, points=points, project=project)
             if self.project_every == "epoch":
                 delta = project_l2(delta, radius)
-            loss, acc = self.robust_loss(path, delta, device, inputs)
+            loss, acc = self.robust_loss(path, delta, device, start)
             history.append({"loss": loss, "accuracy": acc,
                             "relative_norm": float(jnp.linalg.norm(delta) / jnp.linalg.norm(w))})
         return delta, history
