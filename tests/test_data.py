@@ -47,8 +47,10 @@ def _synthetic(n: int) -> Split:
 
 
 def test_dataset_info_table():
-    assert set(DATASETS) == {"cifar10", "cifar100"}
+    assert set(DATASETS) == {"cifar10", "cifar100", "tiny_imagenet"}
     assert DATASETS["cifar10"].num_classes == 10 and DATASETS["cifar100"].num_classes == 100
+    assert DATASETS["tiny_imagenet"].num_classes == 200 and DATASETS["tiny_imagenet"].image_shape == (64, 64, 3)
+    assert [DATASETS[n].test_split for n in ("cifar10", "cifar100", "tiny_imagenet")] == ["test", "test", "validation"]
     assert DATASETS["cifar100"].mean == (0.5071, 0.4865, 0.4409)
     with pytest.raises(dataclasses.FrozenInstanceError):
         DATASETS["cifar10"].num_classes = 3  # type: ignore[misc]

@@ -1,10 +1,15 @@
 """Command line: ``python -m rwsjax.corruptions {generate,gallery} ...``.
 
 generate
-  Writes corrupted CIFAR splits as TFDS datasets (``<dataset>_corrupted/<config>``)::
+  Writes corrupted splits as TFDS datasets (``<dataset>_corrupted/<config>``:
+  CIFAR-10-C, CIFAR-100-C, Tiny-ImageNet-C)::
 
     python -m rwsjax.corruptions generate --dataset cifar10 --corruptions all \\
         --severities 1,2,3,4,5 --out_data_dir DIR [--num_examples N|full] [--split test|train]
+
+  ``--dataset``: ``cifar10``, ``cifar100`` or ``tiny_imagenet`` (64x64
+  constants of ``make_tinyimagenet_c.py``; ``--split test`` corrupts its
+  official validation split, the dataset's ``test_split``).
 
   ``--corruptions``: ``all`` (19), ``benchmark`` (15), ``extra`` (4), ``rift``
   (RiFT's 18) or a comma-separated list of names. ``--num_examples N`` takes a
@@ -13,7 +18,8 @@ generate
   (``stratified_sample`` with generator ``SeedSequence([subset_seed, 2])``), so
   ``--num_examples 1000 --subset_seed S`` matches a run with
   ``data.test_size=1000`` and ``seed=S``; for ``--split train`` the stream is 1
-  and the pool is the whole training split. Configs already generated with
+  and the pool is the whole training split. (With ``--split test`` the pool is
+  the dataset's test split: ``validation`` for ``tiny_imagenet``.) Configs already generated with
   the same arguments are skipped.
 
 gallery
@@ -122,8 +128,11 @@ def _cmd_gallery(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rwsjax.corruptions", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    g = sub.add_parser("generate", help="write corrupted CIFAR splits as TFDS datasets (ArrayRecord)")
-    g.add_argument("--dataset", choices=["cifar10", "cifar100"], default="cifar10")
+    from rwsjax.corruptions.datasets import CORRUPTED_NAMES
+
+    g = sub.add_parser("generate", help="write corrupted splits (CIFAR-10/100-C, Tiny-ImageNet-C) as TFDS datasets")
+    g.add_argument("--dataset", choices=list(CORRUPTED_NAMES), default="cifar10",
+                   help="source dataset (prepared in --source_data_dir)")
     g.add_argument("--corruptions", type=_parse_corruptions, default=list(CORRUPTIONS),
                    help="all | benchmark | extra | rift | name,name,...")
     g.add_argument("--severities", type=_parse_severities, default=list(SEVERITIES), help="e.g. 1,2,3,4,5")

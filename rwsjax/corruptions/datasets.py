@@ -1,4 +1,4 @@
-"""Corrupted CIFAR datasets in the TFDS layout of the real benchmark, and their reader.
+"""Corrupted CIFAR / Tiny-ImageNet datasets in the TFDS layout of the real benchmark, and their reader.
 
 `generate` writes ``<out_data_dir>/cifar10_corrupted/<config>/1.0.0/``: a
 genuine TFDS dataset (ArrayRecord), the same name, builder config, version and
@@ -15,6 +15,17 @@ Config names are TFDS's: ``<corruption>_<severity>``, where TFDS spells
 glass_blur ``frosted_glass_blur`` and elastic_transform ``elastic``
 (`config_name`). CIFAR-100 gets ``cifar100_corrupted`` (TFDS has no builder
 for it; ours has the same configs, ``image`` and CIFAR-100's fine ``label``).
+
+Tiny-ImageNet-C: source ``"tiny_imagenet"`` (prepared by
+`rwsjax.data.tiny_imagenet`) gets ``tiny_imagenet_corrupted/<config>``, the
+same configs, ``image`` uint8 [64, 64, 3] and ``label`` (the 200 sorted wnids
+of the source). The images are corrupted with the 64x64 constants
+(``PARAMS[64]``, ``FROST_SCALE[64]``, ``PLASMA_MAPSIZE[64]``: Hendrycks &
+Dietterich's ``make_tinyimagenet_c.py``); the resolution always follows the
+source's image shape. Its ``"test"`` split corrupts the source's test split,
+which for Tiny-ImageNet is the official ``validation`` split
+(``DATASETS["tiny_imagenet"].test_split``); the written split is still named
+``test``, as in CIFAR-10-C.
 
 Subsets and provenance: next to ``dataset_info.json`` a sidecar
 ``rwsjax_corruption.json`` records, per split, the source dataset, split and
@@ -61,6 +72,7 @@ from rwsjax.data.sources import (
     load_labels,
     load_split,
     resolve_data_dir,
+    tfds_split,
 )
 
 __all__ = [
@@ -79,8 +91,13 @@ __all__ = [
 ]
 
 #: source dataset -> name of its corrupted TFDS dataset.
-CORRUPTED_NAMES = {"cifar10": "cifar10_corrupted", "cifar100": "cifar100_corrupted"}
-#: Splits that can be generated (test: the benchmark; train: corrupted training set).
+CORRUPTED_NAMES = {
+    "cifar10": "cifar10_corrupted",
+    "cifar100": "cifar100_corrupted",
+    "tiny_imagenet": "tiny_imagenet_corrupted",
+}
+#: Splits that can be generated (test: the benchmark, from the source's
+#: ``DatasetInfo.test_split``; train: corrupted training set).
 SPLITS = ("test", "train")
 #: Random stream of each split (see `rwsjax.corruptions.image_rng`).
 SPLIT_STREAMS = {"test": 0, "train": 1}
@@ -95,7 +112,7 @@ _CHUNK = 500
 
 
 def corrupted_name(source: str) -> str:
-    """``"cifar10"`` -> ``"cifar10_corrupted"``, ``"cifar100"`` -> ``"cifar100_corrupted"``.
+    """``"cifar10"`` -> ``"cifar10_corrupted"`` (likewise ``cifar100``, ``tiny_imagenet``).
 
     Raises:
       ValueError: unsupported source (lists the valid ones).
@@ -192,8 +209,14 @@ def is_generated(
     return _same_request(man, want)
 
 
+def _resolution(source: str) -> int:
+    """Side of the source's (square) images: which parameter table (32 or 64) applies."""
+    return int(dataset_info(source).image_shape[0])
+
+
 def _request(source, corruption, severity, split, indices, seed, source_data_dir) -> dict:
     labels = load_labels(source, split, source_data_dir)
+    resolution = _resolution(source)
     n_source = int(labels.shape[0])
     if indices is None:
         idx = np.arange(n_source, dtype=np.int64)
@@ -218,14 +241,15 @@ def _request(source, corruption, severity, split, indices, seed, source_data_dir
         "generator_version": GENERATOR_VERSION,
         "source": source,
         "source_split": split,
+        "source_tfds_split": tfds_split(source, split),
         "source_data_dir": source_data_dir,
         "source_num_examples": n_source,
         "source_labels_sha256": _sha256(labels[idx].astype(np.int64)),
         "corruption": corruption,
         "severity": int(severity),
         "config": config_name(corruption, severity),
-        "resolution": 32,
-        "params": PARAMS[32][corruption][severity - 1],
+        "resolution": resolution,
+        "params": PARAMS[resolution][corruption][severity - 1],
         "seed": int(seed),
         "stream": SPLIT_STREAMS[split],
         "num_examples": int(idx.size),
@@ -355,16 +379,19 @@ def generate(
     format with the sidecar described in the module docstring. Implements
     the dataset side of Hendrycks & Dietterich's ``make_cifar_c.py`` (which
     writes one ``.npy`` of 5 x 10,000 images per corruption; TFDS splits it
-    into one config per severity, as here).
+    into one config per severity, as here) and of ``make_tinyimagenet_c.py``
+    for ``"tiny_imagenet"`` (64x64 constants; resolution = the source's image
+    side).
 
     Args:
-      source: ``"cifar10"`` or ``"cifar100"``.
+      source: ``"cifar10"``, ``"cifar100"`` or ``"tiny_imagenet"``.
       corruption: one of `rwsjax.corruptions.CORRUPTIONS`.
       severity: 1..5.
       out_data_dir: TFDS data dir to write to (created if needed). Must be
         writable (not ``../shared``).
-      split: ``"test"`` (the benchmark) or ``"train"`` (corrupted training
-        images).
+      split: ``"test"`` (the benchmark: the source's test split, i.e. the
+        official ``validation`` split for Tiny-ImageNet; written as ``test``)
+        or ``"train"`` (corrupted training images).
       indices: source positions to corrupt (any order, no duplicates; stored
         in increasing order); None = the whole source split.
       seed: corruption seed (non-negative int).
@@ -413,10 +440,12 @@ def generate(
         want["source_images_sha256"] = _sha256(clean.images)
         labels = clean.labels
         label_names = None
-        if source == "cifar100":
+        if source != "cifar10":  # cifar10_corrupted has TFDS's own features; the others take the source's names
             import tensorflow_datasets as tfds
 
-            label_names = tfds.data_source(source, split=split, data_dir=src_dir).dataset_info.features["label"].names
+            label_names = tfds.data_source(
+                source, split=tfds_split(source, split), data_dir=src_dir
+            ).dataset_info.features["label"].names
 
         from tqdm.auto import tqdm
 
@@ -425,7 +454,8 @@ def generate(
                       disable=None if progress else True, leave=False) as bar:
                 for start in range(0, len(idx), _CHUNK):
                     imgs = corrupt_batch(clean.images[start : start + _CHUNK], corruption, severity, seed=seed,
-                                         indices=idx[start : start + _CHUNK], stream=SPLIT_STREAMS[split])
+                                         indices=idx[start : start + _CHUNK], stream=SPLIT_STREAMS[split],
+                                         resolution=want["resolution"])
                     for j, im in enumerate(imgs):
                         yield start + j, {"image": _png(im), "label": int(labels[start + j])}
                     bar.update(len(imgs))
@@ -480,8 +510,11 @@ def _open_corrupted(name: str, config: str, split: str, data_dir: str, source: s
             "Generate it with:\n"
             f"  python -m rwsjax.corruptions generate --dataset {source} --corruptions {corruption} "
             f"--severities {severity} --split {split} --num_examples full --out_data_dir {data_dir}\n"
-            "or prepare the real one with TFDS (cifar10 only, needs internet): "
-            f"tfds.builder('{name}/{config}', data_dir=...).download_and_prepare(file_format='array_record')"
+            + (
+                "or prepare the real one with TFDS (needs internet): "
+                f"tfds.builder('{name}/{config}', data_dir=...).download_and_prepare(file_format='array_record')"
+                if source == "cifar10" else ""
+            )
         ) from e
 
 
@@ -513,7 +546,7 @@ def load_corrupted(
     """Reads a corrupted split (generated by `generate`, or a real TFDS CIFAR-10-C) into memory.
 
     Args:
-      source: ``"cifar10"`` or ``"cifar100"``.
+      source: ``"cifar10"``, ``"cifar100"`` or ``"tiny_imagenet"``.
       corruption: one of `rwsjax.corruptions.CORRUPTIONS`.
       severity: 1..5.
       data_dir: TFDS data dir holding ``<source>_corrupted/<config>/1.0.0``;
@@ -528,7 +561,8 @@ def load_corrupted(
       progress: tqdm progress bar (terminal only).
 
     Returns:
-      `rwsjax.data.sources.Split`: uint8 ``[M, 32, 32, 3]`` images, int32
+      `rwsjax.data.sources.Split`: uint8 ``[M, H, W, 3]`` images (the
+      source's shape: 32x32 CIFAR, 64x64 Tiny-ImageNet), int32
       ``[M]`` labels, int64 ``[M]`` ``source_indices`` (source positions for
       generated data, record positions otherwise), in the order of
       `indices` (increasing source order when None).

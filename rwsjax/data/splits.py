@@ -2,7 +2,9 @@
 
 The validation split is carved out of the TFDS *train* split, class-stratified
 (exactly ``val_size / num_classes`` examples of every class), so the TFDS test
-split stays untouched for final evaluation. Selection only needs the labels,
+split stays untouched for final evaluation. "TFDS test split" means the
+dataset's `DatasetInfo.test_split`: ``test`` for CIFAR, the official
+``validation`` split for Tiny-ImageNet (what papers report as its test set). Selection only needs the labels,
 which are read without decoding any image (`sources.load_labels`, ~0.7 s for
 50k records); then only the selected records are decoded.
 
@@ -141,14 +143,15 @@ def load_splits(
     """Loads class-stratified, deterministic train / val / test splits.
 
     Args:
-      name: ``"cifar10"`` or ``"cifar100"``.
+      name: a key of `rwsjax.data.sources.DATASETS` (``"cifar10"``,
+        ``"cifar100"``, ``"tiny_imagenet"``).
       data_dir: TFDS data dir; None -> ``$TFDS_DATA_DIR`` or the TFDS default.
       val_size: examples carved from the TFDS train split for validation;
         exactly ``val_size / num_classes`` per class (0 gives an empty split).
       train_size: if set, a stratified subset of this many of the remaining
         TFDS-train examples; None keeps all of them.
-      test_size: if set, a stratified subset of this many TFDS-test examples;
-        None keeps the whole test split.
+      test_size: if set, a stratified subset of this many TFDS-test examples
+        (the dataset's ``test_split``); None keeps the whole test split.
       seed: selects the subsets (same seed and sizes -> same arrays).
       progress: show tqdm progress bars while decoding (terminal only).
       lazy: decode images only when indexed (see ``sources.RecordImages``);
@@ -156,9 +159,10 @@ def load_splits(
 
     Returns:
       ``{"train": Split, "val": Split, "test": Split}``; each `Split` has uint8
-      ``[N, 32, 32, 3]`` images, int32 ``[N]`` labels and ``source_indices``
-      (positions in the TFDS split: TFDS-train for train and val, TFDS-test
-      for test). Train and val are disjoint.
+      ``[N, H, W, C]`` images (``DATASETS[name].image_shape``), int32 ``[N]``
+      labels and ``source_indices`` (positions in the TFDS split: TFDS-train
+      for train and val, the TFDS test split -- ``validation`` for
+      Tiny-ImageNet -- for test). Train and val are disjoint.
 
     Raises:
       ValueError: unknown dataset; ``data.val_size`` negative, not a multiple of
