@@ -11,68 +11,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests"))
 import common  # noqa: E402
+import torch_models  # noqa: E402  (the kuangliu ResNet-18 twin also used by tests/test_pytorch_io.py)
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
 
 
-class BasicBlock(nn.Module):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
-
-
-class ResNet18(nn.Module):
-    def __init__(self, width=1.0, num_classes=10):
-        super().__init__()
-        w = [max(1, round(c * width)) for c in (64, 128, 256, 512)]
-        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
-        self.conv1 = nn.Conv2d(3, w[0], 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(w[0])
-        layers, cin = [], w[0]
-        for i, c in enumerate(w):
-            for j in range(2):
-                layers.append(BasicBlock(cin, c, (1 if i == 0 else 2) if j == 0 else 1))
-                cin = c
-        self.layers = nn.Sequential(*layers)
-        self.linear = nn.Linear(cin, num_classes)
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1((x - self.mean) / self.std)))
-        out = self.layers(out)
-        return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
-
-
 def pgd(model, x, y, eps=8 / 255, step=2 / 255, steps=10):
-    delta = torch.empty_like(x).uniform_(-eps, eps)
-    delta = (x + delta).clamp(0, 1) - x
-    for _ in range(steps):
-        delta.requires_grad_(True)
-        loss = F.cross_entropy(model(x + delta), y)
-        (g,) = torch.autograd.grad(loss, delta)
-        delta = (delta.detach() + step * g.sign()).clamp(-eps, eps)
-        delta = (x + delta).clamp(0, 1) - x
-    return (x + delta).detach()
+    """PGD-10 with a uniform random start (tests/torch_models.py, the PyTorch twin of rwsjax.attacks.pgd)."""
+    return torch_models.pgd(model, x, y, eps=eps, step_size=step, steps=steps, random_start=True)
 
 
 def main():
@@ -80,9 +35,10 @@ def main():
     ap.add_argument("--width", type=float, default=0.25)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--only", default="", help="comma list of benchmarks to run")
     a = ap.parse_args()
     torch.manual_seed(0)
-    model = ResNet18(a.width)
+    model = torch_models.resnet18(width=a.width, num_classes=10, norm="normalize", mean=MEAN, std=STD)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     rng = np.random.default_rng(0)
     x = torch.tensor(rng.integers(0, 256, (a.batch, 3, 32, 32)), dtype=torch.float32) / 255
@@ -109,6 +65,8 @@ def main():
     print(common.HEADER)
     for name, fn in (("train step (clean)", lambda: train_step(x)), ("PGD-10 attack", attack),
                      ("PGD-10 AT step", at_step)):
+        if a.only and not any(o.strip() in name for o in a.only.split(",")):
+            continue
         m = common.measure(fn, a.repeats, block=lambda r: r)  # eager: done when it returns
         m["compile_s"] = 0.0  # eager: the first call is a warm-up, nothing is compiled
         print(common.line("torch " + name, a.batch, m), flush=True)

@@ -37,9 +37,11 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--only", default="", help="comma list of benchmarks to run")
+    ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                    help="computation dtype (parameters and optimizer stay float32)")
     a = ap.parse_args()
     mesh = sharding.make_mesh()
-    model = create_model(a.model, num_classes=10, width_multiplier=a.width)
+    model = create_model(a.model, num_classes=10, width_multiplier=a.width, dtype=jnp.dtype(a.dtype))
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (a.batch, 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 10, (a.batch,), dtype=np.int32)
@@ -47,7 +49,7 @@ def main():
     variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, 32, 32, 3)), train=False))(jax.random.PRNGKey(0))
     tx = sgd(0.1, momentum=0.9, weight_decay=5e-4, steps_per_epoch=100)
     key = jax.random.PRNGKey(1)
-    print(f"{a.model} width x{a.width}, batch {a.batch}; {common.banner()}")
+    print(f"{a.model} width x{a.width}, batch {a.batch}, compute {a.dtype}; {common.banner()}")
     print(common.HEADER)
     benches = {}
 

@@ -6,7 +6,8 @@
 The model, data and attack blocks are those of ``configs/rift.py`` with the
 same preset (so a checkpoint of a ``cpu`` run is evaluated with ``:cpu``);
 the checkpoint is an Orbax directory of ``{"params", "batch_stats"}`` such as
-``WORKDIR/at/final`` or ``WORKDIR/ft/final``.
+``WORKDIR/at/final`` or ``WORKDIR/ft/final``, or a PyTorch ``state_dict`` file
+(``.pt``/``.pth``/``.safetensors``) of the configured architecture.
 """
 
 import importlib.util
@@ -23,7 +24,8 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     c = rift.get_config(preset)
     c.workflow = "evaluate"
     del c["redo"]  # one stage, always recomputed
-    c.checkpoint = ""                # required: an Orbax variables directory
+    del c["init_checkpoint"]
+    c.checkpoint = ""                # required: an rwsjax (Orbax) variables directory or a PyTorch state_dict
     for block in ("at", "mrc", "ft", "interp"):  # training/selection settings play no part here
         del c[block]
     c.at = ml_collections.ConfigDict({"val_robust_size": 0})

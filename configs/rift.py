@@ -3,6 +3,8 @@
     python -m rwsjax.main --config=configs/rift.py:paper --workdir=runs/rift   # accelerator
     python -m rwsjax.main --config=configs/rift.py:cpu   --workdir=runs/cpu    # this 2-core CPU, < 40 min
     python -m rwsjax.main --config=configs/rift.py:smoke --workdir=/tmp/smoke  # seconds (tests)
+    python -m rwsjax.main --config=configs/rift.py:tinyimagenet --workdir=runs/rift_tin       # Tiny-ImageNet
+    python -m rwsjax.main --config=configs/rift.py:tinyimagenet_cpu --workdir=runs/rift_tin_cpu  # its subset
 
 Any field can be overridden: ``--config.model.name=resnet34 --config.at.epochs=5``.
 
@@ -24,7 +26,7 @@ Experiment (paper Sec. 4.1 and Bag of Tricks, Pang et al. 2021):
 
 import ml_collections
 
-PRESETS = ("paper", "cpu", "smoke")
+PRESETS = ("paper", "cpu", "smoke", "tinyimagenet", "tinyimagenet_cpu")
 
 
 def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
@@ -46,6 +48,15 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.name = "resnet18"        # resnet18 | resnet34 | preact_resnet18 | wrn34_10
     c.model.width_multiplier = 1.0   # 0.25 = ResNet-18 at width 16
+    # Normalization inside the model, (x − mean) / std on [0, 1] pixels; None: the dataset's constants.
+    # An imported model that takes raw [0, 1] pixels: --config.model.mean=0,0,0 --config.model.std=1,1,1.
+    c.model.mean = ml_collections.FieldReference(None, field_type=tuple)
+    c.model.std = ml_collections.FieldReference(None, field_type=tuple)
+
+    # θ_AT given instead of trained: a PyTorch state_dict (.pt/.pth/.safetensors, e.g. a Bag-of-Tricks or
+    # RobustBench model of a supported architecture) or an rwsjax (Orbax) variables directory. The AT stage
+    # then adopts it as θ_AT (no training); everything after runs as usual.
+    c.init_checkpoint = ""
 
     # Training attack (Madry PGD-AT).
     c.attack = ml_collections.ConfigDict()
@@ -149,6 +160,27 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
         c.mrc.epochs = 5
         c.ft.epochs = 4
         c.ft.decay_epochs = (2,)
+    elif preset in ("tinyimagenet", "tinyimagenet_cpu"):
+        # Tiny-ImageNet (64×64, 200 classes; `python -m rwsjax.data.prepare tiny_imagenet --manual_dir=ZIP`),
+        # test = the official validation split; OOD = Tiny-ImageNet-C (64×64 constants) from the test images.
+        c.data.name = "tiny_imagenet"
+        c.data.val_size = 2000       # 10 per class
+        if preset == "tinyimagenet_cpu":
+            # The real subset in ../shared (50 train + 10 val images per class): ResNet-18 at width 16,
+            # 3 epochs of PGD-AT on 4,000 images — a pipeline check (accuracies near chance), ~35 min here.
+            c.model.width_multiplier = 0.25
+            c.data.val_size = 400
+            c.data.train_size = 4000
+            c.data.test_size = 1000
+            c.at.epochs = 3
+            c.at.decay_epochs = (2,)
+            c.at.val_robust_size = 400
+            c.mrc.num_examples = 256
+            c.mrc.epochs = 2
+            c.ft.epochs = 2
+            c.ft.decay_epochs = (1,)
+            c.interp.alphas = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+            c.ood.corruptions = "benchmark"  # the 15 of the OOD mean, × 5 severities
     elif preset == "smoke":
         c.model.width_multiplier = 0.0625
         c.data.train_size = 256

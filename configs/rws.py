@@ -6,7 +6,8 @@
 
 Experiment (paper Sec. 3–5):
   * θ_pre: a shared starting point. The paper starts from ImageNet weights; offline we
-    pretrain on a source task (CIFAR-100) — or give any checkpoint with ``pre.checkpoint``.
+    pretrain on a source task (CIFAR-100) — or give any checkpoint with ``init_checkpoint``
+    (an rwsjax run's variables or a PyTorch state_dict, e.g. torchvision's ImageNet ResNet-50).
   * θ_clean: θ_pre fine-tuned on clean training images; θ_c: θ_pre fine-tuned on training
     images corrupted by c at severity 5, one model per corruption. SGD lr 0.01, momentum
     0.9, wd 5e-4; the best epoch on a held-out split (clean, resp. corrupted).
@@ -21,7 +22,7 @@ Experiment (paper Sec. 3–5):
 
 import ml_collections
 
-PRESETS = ("paper", "cpu", "smoke")
+PRESETS = ("paper", "cpu", "smoke", "tinyimagenet", "tinyimagenet_cpu")
 
 
 def _finetune(epochs, decay_epochs, lr=0.01):
@@ -55,13 +56,19 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.name = "vgg16"           # the paper's main architecture; resnet18 / resnet50 work too
     c.model.width_multiplier = 1.0
+    c.model.mean = ml_collections.FieldReference(None, field_type=tuple)  # None: each dataset's constants
+    c.model.std = ml_collections.FieldReference(None, field_type=tuple)
 
-    # θ_pre: pretraining on the source task (skipped when pre.checkpoint is given).
+    # θ_pre given instead of pretrained: a PyTorch state_dict (.pt/.pth/.safetensors, e.g. torchvision's
+    # ImageNet ResNet-50 for model.name=resnet50_imagenet, as the paper) or an rwsjax (Orbax) variables dir.
+    # Its classifier head may have any number of classes: only the layers that fit are carried over.
+    c.init_checkpoint = ""
+
+    # θ_pre: pretraining on the source task (skipped when init_checkpoint is given).
     c.pre = _finetune(epochs=30, decay_epochs=(20, 25), lr=0.05)
     c.pre.dataset = "cifar100"
     c.pre.train_size = ml_collections.FieldReference(None, field_type=int)
     c.pre.val_size = 1000
-    c.pre.checkpoint = ""            # an Orbax variables dir to use as θ_pre instead of pretraining
 
     c.finetune = _finetune(epochs=10, decay_epochs=(7,))
 
@@ -109,6 +116,22 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
         c.finetune.epochs, c.finetune.decay_epochs = 6, (4,)
         c.transfer.train_size, c.transfer.val_size, c.transfer.test_size = 5000, 500, 1000
         c.transfer.continued_epochs = 2
+    elif preset in ("tinyimagenet", "tinyimagenet_cpu"):
+        # Tiny-ImageNet as dataset A (64×64, 200 classes; test = the official validation split), the paper's
+        # ResNet-50 layout (torchvision's); signatures transferred to CIFAR-100 (B).
+        c.data.name = "tiny_imagenet"
+        c.data.val_size = 2000
+        c.model.name = "resnet50_imagenet"
+        if preset == "tinyimagenet_cpu":
+            # The real subset in ../shared: ResNet-18 (CIFAR layout) at width 16, 4,000 training images.
+            c.model.name = "resnet18"
+            c.model.width_multiplier = 0.25
+            c.data.train_size, c.data.val_size, c.data.test_size = 4000, 400, 1000
+            c.pre.train_size, c.pre.val_size, c.pre.epochs, c.pre.decay_epochs = 10000, 500, 6, (5,)
+            c.finetune.epochs, c.finetune.decay_epochs = 4, (3,)
+            c.transfer.train_size, c.transfer.val_size, c.transfer.test_size = 5000, 500, 1000
+            c.transfer.continued_epochs = 1
+            c.sweeps.ks = (1, 3, 5, 13)
     elif preset == "smoke":
         c.model.width_multiplier = 0.0625
         c.data.train_size, c.data.val_size, c.data.test_size = 256, 100, 100

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 
 from rwsjax.attacks.pgd import NORMS
@@ -49,6 +51,16 @@ def validate(config) -> None:
         choice(field, DATASETS)
     choice("model.name", MODELS)
     at_least("model.width_multiplier", 0, strict=True)
+    for field, example in (("model.mean", "0,0,0"), ("model.std", "1,1,1")):
+        value = _get(config, field)
+        if value is not None and (len(value) != 3 or (field == "model.std" and min(value) <= 0)):
+            problems.append(f"config.{field}={tuple(value)} must be 3 per-channel values in [0, 1] pixel scale"
+                            f"{' (all > 0)' if field == 'model.std' else ''}, e.g. --config.{field}={example}")
+    for field in ("init_checkpoint", "checkpoint"):
+        path = _get(config, field)
+        if path and not os.path.exists(path):
+            problems.append(f"config.{field}={path!r} does not exist: give an rwsjax variables directory "
+                            "(WORKDIR/at/final) or a PyTorch state_dict file (.pt, .pth, .safetensors)")
     for block in ("attack", "eval"):
         choice(f"{block}.norm", NORMS)
         at_least(f"{block}.eps", 0)

@@ -13,7 +13,7 @@ from rwsjax.models import (CIFAR10_MEAN, CIFAR10_STD, MODELS, create_model,
 
 WIDTH = 0.25
 #: Thinner test widths for the bigger models (keeps the eager tests fast).
-WIDTHS = {"resnet50": 0.125, "vgg16": 0.125}
+WIDTHS = {"resnet50": 0.125, "vgg16": 0.125, "resnet50_imagenet": 0.125}
 NUM_CLASSES = 7
 BATCH = 2
 #: Models without BatchNorm (no "batch_stats" collection).
@@ -29,6 +29,9 @@ EXPECTED_PARAMS = {
     "resnet50": 23_520_842,
     # VGG-16 conv features without BN (14,714,688) + 512*10 + 10 head.
     "vgg16": 14_714_688 + 512 * 10 + 10,
+    # torchvision ResNet-50 / ResNet-18 (25,557,032 / 11,689,512 with 1000 classes) with a 10-class fc.
+    "resnet50_imagenet": 25_557_032 - 2048 * 990 - 990,
+    "resnet18_imagenet": 11_689_512 - 512 * 990 - 990,
 }
 
 
@@ -64,7 +67,7 @@ def built(request):
 
 def test_registry_names():
     assert MODELS == {"resnet18", "resnet34", "resnet50", "preact_resnet18",
-                      "wrn34_10", "vgg16"}
+                      "wrn34_10", "vgg16", "resnet18_imagenet", "resnet50_imagenet"}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

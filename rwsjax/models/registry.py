@@ -1,4 +1,4 @@
-"""Name -> model factory registry for the CIFAR model zoo."""
+"""Name -> model factory registry for the model zoo (CIFAR and torchvision layouts)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from rwsjax.models.common import CIFAR10_MEAN, CIFAR10_STD, Dtype
+from rwsjax.models.imagenet_resnet import resnet18_imagenet, resnet50_imagenet
 from rwsjax.models.preact_resnet import preact_resnet18
 from rwsjax.models.resnet import resnet18, resnet34, resnet50
 from rwsjax.models.vgg import vgg16
@@ -22,6 +23,8 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "preact_resnet18": preact_resnet18,
     "wrn34_10": wrn34_10,
     "vgg16": vgg16,
+    "resnet18_imagenet": resnet18_imagenet,
+    "resnet50_imagenet": resnet50_imagenet,
 }
 
 #: Names accepted by :func:`create_model`.
@@ -40,7 +43,11 @@ def create_model(name: str, *, num_classes: int, width_multiplier: float = 1.0,
         blocks), ``"preact_resnet18"`` (kuangliu PreAct ResNet-18 + final
         BN), ``"wrn34_10"`` (TRADES WideResNet-34-10), ``"vgg16"`` (VGG-16
         conv features without BatchNorm + global average pooling + one
-        linear layer, as in Robust Weight Signatures).
+        linear layer, as in Robust Weight Signatures),
+        ``"resnet50_imagenet"`` (torchvision ImageNet ResNet-50 v1.5: 7x7/2
+        stem + 3x3/2 max-pool, ``downsample``/``fc`` names; the RWS
+        Tiny-ImageNet model), ``"resnet18_imagenet"`` (torchvision
+        ResNet-18).
       num_classes: number of output logits K (>= 1).
       width_multiplier: scales every channel count,
         ``max(1, round(c * width_multiplier))``; e.g. 0.25 gives ResNet-18

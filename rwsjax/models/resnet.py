@@ -39,6 +39,9 @@ class BasicBlock(nn.Module):
       planes: output channels.
       stride: stride of the first conv and of the projection shortcut.
       dtype: computation dtype.
+      shortcut_name: name prefix of the projection shortcut's two modules,
+        ``"<shortcut_name>_0"`` (1x1 conv) and ``"<shortcut_name>_1"`` (BN):
+        ``"shortcut"`` (kuangliu, default) or ``"downsample"`` (torchvision).
 
     The shortcut is a 1x1 conv (stride ``stride``) + BN when
     ``stride != 1 or in_planes != planes``, identity otherwise.
@@ -51,6 +54,7 @@ class BasicBlock(nn.Module):
     planes: int
     stride: int = 1
     dtype: Dtype = jnp.float32
+    shortcut_name: str = "shortcut"
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
@@ -60,8 +64,8 @@ class BasicBlock(nn.Module):
         out = conv3x3(self.planes, 1, dtype=self.dtype, name="conv2")(out)
         out = batch_norm(train, dtype=self.dtype, name="bn2")(out)
         if self.stride != 1 or self.in_planes != self.planes:
-            sc = conv1x1(self.planes, self.stride, dtype=self.dtype, name="shortcut_0")(x)
-            sc = batch_norm(train, dtype=self.dtype, name="shortcut_1")(sc)
+            sc = conv1x1(self.planes, self.stride, dtype=self.dtype, name=f"{self.shortcut_name}_0")(x)
+            sc = batch_norm(train, dtype=self.dtype, name=f"{self.shortcut_name}_1")(sc)
         else:
             sc = x
         return nn.relu(out + sc)
@@ -79,10 +83,13 @@ class Bottleneck(nn.Module):
       planes: bottleneck channels; the block outputs ``4 * planes``.
       stride: stride of ``conv2`` and of the projection shortcut.
       dtype: computation dtype.
+      shortcut_name: name prefix of the projection shortcut's modules
+        (``"shortcut"``, default, or torchvision's ``"downsample"``).
 
     The shortcut is a 1x1 conv (stride ``stride``) + BN (``shortcut_0``,
-    ``shortcut_1``) when ``stride != 1 or in_planes != 4 * planes``, identity
-    otherwise.
+    ``shortcut_1``; ``downsample_0``, ``downsample_1`` with
+    ``shortcut_name="downsample"``) when ``stride != 1 or in_planes != 4 *
+    planes``, identity otherwise.
     """
 
     #: output channels = ``expansion * planes``.
@@ -92,6 +99,7 @@ class Bottleneck(nn.Module):
     planes: int
     stride: int = 1
     dtype: Dtype = jnp.float32
+    shortcut_name: str = "shortcut"
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
@@ -103,8 +111,8 @@ class Bottleneck(nn.Module):
         out = conv1x1(out_planes, 1, dtype=self.dtype, name="conv3")(out)
         out = batch_norm(train, dtype=self.dtype, name="bn3")(out)
         if self.stride != 1 or self.in_planes != out_planes:
-            sc = conv1x1(out_planes, self.stride, dtype=self.dtype, name="shortcut_0")(x)
-            sc = batch_norm(train, dtype=self.dtype, name="shortcut_1")(sc)
+            sc = conv1x1(out_planes, self.stride, dtype=self.dtype, name=f"{self.shortcut_name}_0")(x)
+            sc = batch_norm(train, dtype=self.dtype, name=f"{self.shortcut_name}_1")(sc)
         else:
             sc = x
         return nn.relu(out + sc)

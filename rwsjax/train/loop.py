@@ -14,7 +14,7 @@ import contextlib
 import os
 import signal
 import sys
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import numpy as np

@@ -7,7 +7,7 @@ replicated (see :mod:`rwsjax.train.sharding`).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import flax.linen as nn
 import jax

@@ -13,7 +13,7 @@ from rwsjax.config_validation import resolve_defaults
 from rwsjax.data.sources import DATASETS
 from rwsjax.data.splits import load_splits
 from rwsjax.models.registry import create_model
-from rwsjax.train import sharding, steps
+from rwsjax.train import checkpoint, sharding, steps
 from rwsjax.train.evaluate import evaluate
 from rwsjax.weights.modules import call_order, kernels
 
@@ -33,6 +33,75 @@ def subset(split, size, seed):
     return split.subset(np.sort(np.random.default_rng(seed).permutation(len(split))[:size]))
 
 
+def normalization(config, dataset: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` the model applies to its [0, 1] input: ``config.model.mean/std``, or ``dataset``'s."""
+    info = DATASETS[dataset]
+    mean, std = config.model.get("mean"), config.model.get("std")
+    return (tuple(info.mean) if mean is None else tuple(mean)), (tuple(info.std) if std is None else tuple(std))
+
+
+def build_model(config, dataset: str):
+    """The configured architecture with ``dataset``'s class count and the configured normalization.
+
+    Returns ``(model, example)``: an unbound Flax module and a zero float32 batch ``[1, H, W, 3]``.
+    """
+    info = DATASETS[dataset]
+    mean, std = normalization(config, dataset)
+    model = create_model(config.model.name, num_classes=info.num_classes,
+                         width_multiplier=config.model.width_multiplier, mean=mean, std=std)
+    return model, jnp.zeros((1,) + info.image_shape, jnp.float32)
+
+
+def init_variables(model, example, seed: int) -> dict:
+    """Host ``{"params", "batch_stats"}`` (``batch_stats`` empty for models without BatchNorm, e.g. VGG-16)."""
+    v = dict(jax.device_get(jax.jit(lambda k: model.init(k, example, train=False))(jax.random.PRNGKey(seed))))
+    v.setdefault("batch_stats", {})
+    return v
+
+
+def load_model(path: str, like: dict, model, *, partial: bool = False) -> dict:
+    """Variables for ``model`` from an rwsjax (Orbax) variables directory or a PyTorch state_dict file.
+
+    Args:
+      path: an Orbax directory written by rwsjax (``WORKDIR/at/final``), or a ``.pt``/``.pth``/``.safetensors``
+        PyTorch ``state_dict`` of the same architecture (see :mod:`rwsjax.models.pytorch_io`).
+      like: the model's initial variables (names, shapes and dtypes to match).
+      model: the Flax module; its ``mean``/``std`` are checked against normalization buffers in the file.
+      partial: accept a file whose classifier head has another number of classes (the head is left as in
+        ``like``); used for θ_pre in RWS.
+
+    Returns:
+      Host variables ``{"params", "batch_stats"}`` shaped like ``like``.
+
+    Raises:
+      ValueError: no such file or directory, an unknown format, names/shapes that do not fit the model (listed
+        by name), or a file that normalizes with other constants than the model (the message gives the
+        ``--config.model.mean/std`` to use).
+    """
+    if os.path.isdir(path):
+        return checkpoint.load_variables(path, like=like)
+    if not os.path.isfile(path):
+        raise ValueError(f"checkpoint {path!r} does not exist: give an rwsjax variables directory (e.g. "
+                         "runs/rift_cpu/at/final) or a PyTorch state_dict file (.pt, .pth, .safetensors)")
+    from rwsjax.models import pytorch_io
+    result = pytorch_io.load_pytorch_checkpoint(path, like, partial=partial)
+    if result.mean is not None:
+        have = (tuple(model.mean), tuple(model.std))
+        if not np.allclose(have, (result.mean, result.std), atol=1e-6):
+            raise ValueError(
+                f"{path} normalizes its input inside the model with mean={result.mean}, std={result.std}, but the "
+                f"configured model uses mean={have[0]}, std={have[1]}: run with --config.model.mean="
+                f"{','.join(f'{m:g}' for m in result.mean)} --config.model.std={','.join(f'{v:g}' for v in result.std)}")
+    print(f"[import] {path}: {len(jax.tree_util.tree_leaves(result.variables))} arrays"
+          + (f"; ignored {', '.join(result.ignored)}" if result.ignored else "")
+          + (f"; kept from the initial model: {', '.join(result.kept)}" if result.kept else "")
+          + ("" if result.mean is not None else
+             f"; the file does not state its input normalization: the model uses mean={tuple(model.mean)}, "
+             f"std={tuple(model.std)} (set --config.model.mean/std if it was trained otherwise, 0,0,0 / 1,1,1 "
+             "for none)"))
+    return result.variables
+
+
 class Setup:
     """What every stage needs: splits, model, initial variables, mesh and compiled eval steps."""
 
@@ -40,16 +109,11 @@ class Setup:
         resolve_defaults(config)  # idempotent; main has done it already for command-line runs
         self.config, self.workdir = config, workdir
         self.mesh = sharding.make_mesh()
-        info = DATASETS[config.data.name]
         self.splits = load_splits(config.data.name, data_dir=config.data.data_dir, val_size=config.data.val_size,
                                   train_size=config.data.train_size, test_size=config.data.test_size,
                                   seed=config.seed, lazy=jax.process_count() > 1)  # per-host reading
-        self.model = create_model(config.model.name, num_classes=info.num_classes,
-                                  width_multiplier=config.model.width_multiplier, mean=info.mean, std=info.std)
-        example = jnp.zeros((1,) + info.image_shape, jnp.float32)
-        self.init_variables = dict(jax.jit(lambda k: self.model.init(k, example, train=False))(
-            jax.random.PRNGKey(config.seed)))
-        self.init_variables.setdefault("batch_stats", {})  # models without BatchNorm (VGG-16)
+        self.model, example = build_model(config, config.data.name)
+        self.init_variables = init_variables(self.model, example, config.seed)
         self.kernels = kernels(self.init_variables["params"],
                                call_order(self.model, self.init_variables, example))
         self.val_robust = subset(self.splits["val"], config.at.get("val_robust_size"), config.seed + 1)

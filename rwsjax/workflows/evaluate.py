@@ -9,20 +9,23 @@ from rwsjax.report import tables
 from rwsjax.report.writers import write_json, write_text
 from rwsjax.train import checkpoint
 from rwsjax.workflows import ood
-from rwsjax.workflows.common import Setup
+from rwsjax.workflows.common import Setup, load_model
 
 
 def run(config, workdir: str) -> dict:
     """Load ``config.checkpoint`` and write ``evaluation.json`` / ``evaluation.md`` in ``workdir``.
 
     Raises:
-      ValueError: ``config.checkpoint`` is empty or not a completed Orbax checkpoint.
+      ValueError: ``config.checkpoint`` is empty, not a completed Orbax checkpoint nor a PyTorch state_dict
+        file, or does not fit the configured model (see :func:`rwsjax.workflows.common.load_model`).
     """
-    if not config.checkpoint or not checkpoint.exists(config.checkpoint):
-        raise ValueError(f"config.checkpoint={config.checkpoint!r} is not a saved model; pass an Orbax variables "
-                         "directory such as --config.checkpoint=runs/rift_cpu/at/final")
+    path = config.checkpoint
+    if not path or not (checkpoint.exists(path) or os.path.isfile(path)):
+        raise ValueError(f"config.checkpoint={path!r} is not a saved model; pass an rwsjax variables directory "
+                         "such as --config.checkpoint=runs/rift_cpu/at/final, or a PyTorch state_dict "
+                         "(.pt, .pth, .safetensors)")
     s = Setup(config, workdir)
-    variables = checkpoint.load_variables(config.checkpoint, like=s.init_variables)
+    variables = load_model(path, s.init_variables, s.model)
     result = s.evaluate(s.eval_step(config.eval.restarts), variables, s.splits["test"], "test")
     result["ood_accuracy"] = None
     if config.ood.enabled:

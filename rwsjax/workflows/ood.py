@@ -1,10 +1,15 @@
-"""OOD accuracy on common corruptions (CIFAR-10-C / CIFAR-100-C), as both papers report it.
+"""OOD accuracy on common corruptions (CIFAR-10-C / CIFAR-100-C / Tiny-ImageNet-C), as both papers report it.
 
-The corrupted test sets are read through TFDS as ``cifar10_corrupted/<config>``
-— a real CIFAR-10-C prepared by TFDS, or one our generator writes
-(:func:`rwsjax.corruptions.generate`) from exactly the test images of the
-run's test split (``config.data.test_size`` subset or all 10,000).  One
-corrupted set is held in memory at a time.
+The corrupted test sets are read through TFDS as ``<data.name>_corrupted/<config>``
+(``cifar10_corrupted``, ``cifar100_corrupted``, ``tiny_imagenet_corrupted``)
+— for CIFAR-10 possibly a real CIFAR-10-C prepared by TFDS, otherwise one our
+generator writes (:func:`rwsjax.corruptions.generate`, Hendrycks & Dietterich's
+constants for the dataset's resolution: 32 px CIFAR, 64 px Tiny-ImageNet) from
+exactly the images of the run's test split (``config.data.test_size`` subset or
+all of it; for Tiny-ImageNet the test split is the official validation set).
+The headline metric, ``ood.summary="mean_15"``, is the mean accuracy over the
+15 benchmark corruptions × 5 severities.  One corrupted set is held in memory
+at a time.
 """
 
 from __future__ import annotations

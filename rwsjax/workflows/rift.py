@@ -29,19 +29,18 @@ from rwsjax.rift.finetune import choose_modules, finetune_optimizer
 from rwsjax.rift.mrc import MRC
 from rwsjax.rift.select import select_alpha
 from rwsjax.train import checkpoint, sharding, steps
-from rwsjax.train.evaluate import evaluate
 from rwsjax import distributed
 from rwsjax.train.loop import Preempted, fit, stop_on_signal
 from rwsjax.train.state import TrainState, sgd
 from rwsjax.weights.patch import interpolate
 from rwsjax.workflows import ood
-from rwsjax.workflows.common import Setup, subset
+from rwsjax.workflows.common import Setup, load_model, subset
 from rwsjax.workflows.stages import Stage
 
 _ATTACK = ("eval.norm", "eval.eps", "eval.step_size", "eval.steps", "eval.random_start")
 STAGES = (
     Stage("at", ("at/final", "at/checkpoints", "at/history.json", "at/curves.png"),
-          ("seed", "data", "model", "attack", "at", *_ATTACK)),
+          ("seed", "data", "model", "attack", "at", "init_checkpoint", *_ATTACK)),
     Stage("mrc", ("mrc.json", "mrc_partial", "mrc.md", "mrc.png"), ("mrc", *_ATTACK)),
     Stage("ft", ("ft/final", "ft/checkpoints", "ft/history.json"), ("ft",)),
     Stage("interp", ("interpolation.json", "interpolation.png"), ("interp",)),
@@ -51,10 +50,14 @@ STAGES = (
 
 def adversarial_training(s: Setup) -> dict:
     """Stage 1: θ_AT by ``at.regime`` (PGD-AT, TRADES, MART or SCORE, ± AWP), best epoch by validation
-    robust accuracy → ``at/final``."""
+    robust accuracy → ``at/final``; or, with ``init_checkpoint``, that model (PyTorch or rwsjax) as θ_AT."""
     c, path = s.config, os.path.join(s.workdir, "at", "final")
     if checkpoint.exists(path):
         print(f"[at] done: loading {path}")
+        return checkpoint.load_variables(path, like=s.init_variables)
+    if c.get("init_checkpoint"):
+        print(f"[at] θ_AT = {c.init_checkpoint} (no adversarial training)")
+        checkpoint.save_variables(path, load_model(c.init_checkpoint, s.init_variables, s.model))
         return checkpoint.load_variables(path, like=s.init_variables)
     spe = steps_per_epoch(len(s.splits["train"]), c.at.batch_size)
     tx = sgd(c.at.learning_rate, momentum=c.at.momentum, weight_decay=c.at.weight_decay, steps_per_epoch=spe,
@@ -186,7 +189,8 @@ def report(s: Setup, at_variables, rift_variables, rows, modules, interp, timing
     results = {
         "dataset": c.data.name, "model": c.model.name, "width_multiplier": c.model.width_multiplier,
         "preset": c.preset, "devices": [str(d) for d in jax.devices()],
-        "regime": tables.regime_label(c.at.to_dict()), "at_config": c.at.to_dict(),
+        "regime": (f"imported ({os.path.basename(c.init_checkpoint)})" if c.get("init_checkpoint")
+                   else tables.regime_label(c.at.to_dict())), "at_config": c.at.to_dict(),
         "splits": {k: len(v) for k, v in s.splits.items()},
         "attack": {"eval": s.eval_attack, "restarts": c.eval.restarts},
         "at": at, "rift": rift, "alpha_star": interp["alpha_star"], "finetuned_modules": modules,
@@ -205,7 +209,8 @@ def report(s: Setup, at_variables, rift_variables, rows, modules, interp, timing
               if ood_results else "OOD n/c = not computed (ood.enabled=False).")
           + (f" AA-lite = APGD-CE then APGD-T ({c.eval.apgd_targets} targets), {c.eval.apgd_iters} iterations "
              f"each, on {at['autoattack']['n']} test images." if c.eval.autoattack else "")
-          + f" θ_AT trained by {results['regime']}.", "",
+          + (f" θ_AT = {c.init_checkpoint}." if c.get("init_checkpoint")
+             else f" θ_AT trained by {results['regime']}."), "",
           tables.rift_table(results), "",
           f"Fine-tuned module(s): {', '.join(modules)} (strategy `{c.ft.modules}`); α* = {interp['alpha_star']:.1f}.",
           "", "## α sweep (validation)", "", tables.alpha_table(interp["sweep"], interp["alpha_star"]),

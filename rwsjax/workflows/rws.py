@@ -26,10 +26,10 @@ from rwsjax.data.splits import load_splits
 from rwsjax.report import rws_figures, tables
 from rwsjax.report.writers import read_json, write_json, write_text
 from rwsjax.rws import analysis, patching, signatures
-from rwsjax.train import checkpoint, sharding
+from rwsjax.train import sharding
 from rwsjax.weights.modules import call_order
 from rwsjax.workflows import ood, zoo
-from rwsjax.workflows.common import summary_writer
+from rwsjax.workflows.common import build_model, init_variables, load_model, summary_writer
 
 
 BN_MODES = ("target", "reestimate_clean", "reestimate_corrupted")
@@ -42,7 +42,7 @@ class Task:
         self.dataset, self.config, self.mesh = dataset, config, mesh
         self.splits = load_splits(dataset, data_dir=config.data.data_dir, val_size=val_size, train_size=train_size,
                                   test_size=test_size, seed=config.seed, lazy=jax.process_count() > 1)
-        self.model, self.example = zoo.build_model(config, dataset)
+        self.model, self.example = build_model(config, dataset)
         self.corrupted_dir = config.corruptions.data_dir or os.path.join(workdir, "corrupted_tfds")
         self.names = corruption_names
         self.severity = int(config.corruptions.severity)
@@ -91,18 +91,18 @@ def run(config, workdir: str) -> dict:
                          val_split=val_split, cfg=cfg, seed=seed, eval_batch_size=c.eval.batch_size, writer=writer)
 
     # θ_pre: pretrained on the source task (its own head), or a given checkpoint.
-    pre_model, pre_example = zoo.build_model(c, c.pre.dataset)
-    pre_init = zoo.init_variables(pre_model, pre_example, c.seed)
-    if c.pre.checkpoint:
-        theta_pre = jax.device_get(checkpoint.load_variables(c.pre.checkpoint, like=pre_init))
+    pre_model, pre_example = build_model(c, c.pre.dataset)
+    pre_init = init_variables(pre_model, pre_example, c.seed)
+    if c.init_checkpoint:
+        theta_pre = load_model(c.init_checkpoint, pre_init, pre_model, partial=True)
     else:
         pre = Task(c, workdir, c.pre.dataset, val_size=c.pre.val_size, train_size=c.pre.train_size, test_size=100,
                    mesh=mesh, corruption_names=names)
         theta_pre = train(pre, "pre", pre_init, pre.splits["train"], pre.splits["val"], c.pre, c.seed)
 
     # Start points on A and B: θ_pre with a fresh head where the class count differs (same seed for all models).
-    start_a, reinit_a = zoo.transplant(theta_pre, zoo.init_variables(a.model, a.example, c.seed + 1))
-    start_b, reinit_b = zoo.transplant(theta_pre, zoo.init_variables(b.model, b.example, c.seed + 2))
+    start_a, reinit_a = zoo.transplant(theta_pre, init_variables(a.model, a.example, c.seed + 1))
+    start_b, reinit_b = zoo.transplant(theta_pre, init_variables(b.model, b.example, c.seed + 2))
     print(f"[rws] θ_pre → {a.dataset}: re-initialized {reinit_a or 'nothing'}; → {b.dataset}: "
           f"{reinit_b or 'nothing'}")
 

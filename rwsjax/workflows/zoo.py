@@ -10,33 +10,15 @@ from __future__ import annotations
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from rwsjax.data.batching import steps_per_epoch
-from rwsjax.data.sources import DATASETS, Split
-from rwsjax.models.registry import create_model
+from rwsjax.data.sources import Split
 from rwsjax.report.writers import write_json
 from rwsjax.train import checkpoint, steps
 from rwsjax.train.evaluate import evaluate
 from rwsjax.train.loop import fit
 from rwsjax.train.state import TrainState, sgd
-
-
-def build_model(config, dataset: str):
-    """The configured architecture with ``dataset``'s class count and normalization."""
-    info = DATASETS[dataset]
-    model = create_model(config.model.name, num_classes=info.num_classes,
-                         width_multiplier=config.model.width_multiplier, mean=info.mean, std=info.std)
-    example = jnp.zeros((1,) + info.image_shape, jnp.float32)
-    return model, example
-
-
-def init_variables(model, example, seed: int) -> dict:
-    """Host ``{"params", "batch_stats"}`` (``batch_stats`` empty for models without BatchNorm, e.g. VGG-16)."""
-    v = dict(jax.device_get(jax.jit(lambda k: model.init(k, example, train=False))(jax.random.PRNGKey(seed))))
-    v.setdefault("batch_stats", {})
-    return v
 
 
 def transplant(source: dict, target: dict) -> tuple[dict, list[str]]:

@@ -1,0 +1,61 @@
+"""Issue #8's yardstick in one run: the PGD-10 AT step of rwsjax against PyTorch eager (NCHW) on the same
+machine, back to back, at each width — and the CPU variants tried (XLA flags, bfloat16 compute).
+
+    python benchmarks/at_step_vs_pytorch.py --widths=0.25,1.0 --repeats=5
+
+Each variant runs in its own process (XLA flags are read at start-up); the rows are the unchanged output
+lines of benchmarks/train_steps.py and benchmarks/pytorch_reference.py, so every optimization has its
+before/after line. PyTorch is optional: without it those rows are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+VARIANTS = (  # (label, extra args, extra XLA_FLAGS)
+    ("rwsjax fp32 (default)", [], ""),
+    ("rwsjax fp32, --xla_cpu_use_onednn=true", [], "--xla_cpu_use_onednn=true"),
+    ("rwsjax bf16 compute, fp32 weights", ["--dtype=bfloat16"], ""),
+)
+
+
+def rows(cmd: list[str], env: dict) -> list[str]:
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode:
+        return [f"FAILED ({out.returncode}): {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else ''}"]
+    return [ln for ln in out.stdout.splitlines() if "AT step" in ln or ln.startswith(("cpu", "PyTorch"))]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--widths", default="0.25,1.0", help="width multipliers (0.25 = width 16, 1.0 = 64)")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=5)
+    a = ap.parse_args()
+    have_torch = importlib.util.find_spec("torch") is not None
+    for width in a.widths.split(","):
+        print(f"\n== ResNet-18 width ×{width} (base {round(64 * float(width))}), batch {a.batch} ==", flush=True)
+        common = [f"--width={width}", f"--batch={a.batch}", f"--repeats={a.repeats}"]
+        if have_torch:
+            for ln in rows([sys.executable, os.path.join(HERE, "pytorch_reference.py"), *common,
+                            "--only=PGD-10 AT step"], dict(os.environ)):
+                print("  torch eager NCHW:", ln, flush=True)
+        else:
+            print("  torch eager: not installed (pip install torch --index-url "
+                  "https://download.pytorch.org/whl/cpu)")
+        for label, extra, flags in VARIANTS:
+            env = dict(os.environ)
+            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flags).strip()
+            for ln in rows([sys.executable, os.path.join(HERE, "train_steps.py"), *common, *extra,
+                            "--only=PGD-10 AT step (unrolled)"], env):
+                print(f"  {label}:", ln, flush=True)
+
+
+if __name__ == "__main__":
+    main()

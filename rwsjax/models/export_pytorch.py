@@ -1,0 +1,80 @@
+"""Export an rwsjax model to a PyTorch ``state_dict`` file.
+
+    python -m rwsjax.models.export_pytorch runs/rift_cpu/at/final at.pt [--normalization]
+
+Reads the variables directory (Orbax, as written by every workflow: ``at/final``, ``ft/final``,
+``zoo/<name>/final``) and writes ``.pt``/``.pth`` (needs torch) or ``.safetensors`` (no torch) with
+PyTorch names and layouts (conv OIHW, linear ``[out, in]``, BN ``running_mean``/``running_var``/
+``num_batches_tracked``), loadable with ``strict=True`` into the PyTorch twin of the architecture
+(kuangliu ResNet/PreActResNet, TRADES WideResNet, torchvision VGG features / ResNet; see
+:mod:`rwsjax.models.pytorch_io`). The model expects [0, 1] pixels normalized with the run's constants,
+which are printed (from the run's ``config.json``); ``--normalization`` also stores them as
+``normalize.mean``/``normalize.std`` buffers, which a re-import checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def run_config(variables_dir: str) -> dict | None:
+    """The ``config.json`` of the run that holds ``variables_dir`` (searched upwards), or None."""
+    d = os.path.abspath(variables_dir)
+    for _ in range(4):
+        d = os.path.dirname(d)
+        path = os.path.join(d, "config.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                return json.load(f)
+    return None
+
+
+def normalization(config: dict | None) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The run's input normalization ``(mean, std)``: ``model.mean/std``, else its dataset's constants."""
+    if not config:
+        return None
+    from rwsjax.data.sources import DATASETS
+    model, data = config.get("model", {}), config.get("data", {})
+    info = DATASETS.get(data.get("name", ""))
+    mean = model.get("mean") or (info.mean if info else None)
+    std = model.get("std") or (info.std if info else None)
+    return None if mean is None or std is None else (tuple(mean), tuple(std))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m rwsjax.models.export_pytorch", description=__doc__.splitlines()[0])
+    ap.add_argument("checkpoint", help="an rwsjax variables directory, e.g. runs/rift_cpu/at/final")
+    ap.add_argument("out", help="output file: .pt / .pth (needs torch) or .safetensors")
+    ap.add_argument("--normalization", action="store_true",
+                    help="also store the input normalization as normalize.mean / normalize.std buffers")
+    a = ap.parse_args(argv)
+    from rwsjax.models import pytorch_io
+    from rwsjax.train import checkpoint
+    try:
+        variables = checkpoint.load_variables(a.checkpoint)
+    except Exception as e:  # noqa: BLE001 — CheckpointError and Orbax's own errors: one line for the user
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    config = run_config(a.checkpoint)
+    norm = normalization(config)
+    if a.normalization and norm is None:
+        print(f"error: --normalization needs the run's config.json next to {a.checkpoint}", file=sys.stderr)
+        return 1
+    mean, std = norm if a.normalization else (None, None)
+    try:
+        pytorch_io.save_state_dict(pytorch_io.export_state_dict(variables, mean=mean, std=std), a.out)
+    except (ImportError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    what = (f"{config['model']['name']} ×{config['model']['width_multiplier']} on {config['data']['name']}"
+            if config else "model")
+    print(f"wrote {a.out}: {what}" + (f"; inputs in [0, 1], normalized with mean={norm[0]}, std={norm[1]}"
+                                       if norm else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
