@@ -37,6 +37,9 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--only", default="", help="comma list of benchmarks to run")
+    ap.add_argument("--augment", type=int, default=1,
+                    help="1: random crop + flip inside the step, as the training loop runs it; 0: none (as "
+                         "pytorch_reference.py, whose loader would augment in worker processes)")
     ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                     help="computation dtype (parameters and optimizer stay float32)")
     a = ap.parse_args()
@@ -49,12 +52,14 @@ def main():
     variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, 32, 32, 3)), train=False))(jax.random.PRNGKey(0))
     tx = sgd(0.1, momentum=0.9, weight_decay=5e-4, steps_per_epoch=100)
     key = jax.random.PRNGKey(1)
-    print(f"{a.model} width x{a.width}, batch {a.batch}, compute {a.dtype}; {common.banner()}")
+    print(f"{a.model} width x{a.width}, batch {a.batch}, compute {a.dtype}, augment {bool(a.augment)}; "
+          f"{common.banner()}")
     print(common.HEADER)
     benches = {}
 
     def train_bench(regime, unroll, **kw):
-        step = steps.make_train_step(model, tx, mesh, regime=regime, attack={**ATTACK, "unroll": unroll}, **kw)
+        step = steps.make_train_step(model, tx, mesh, regime=regime, attack={**ATTACK, "unroll": unroll},
+                                     augment=bool(a.augment), **kw)
         box = [sharding.replicate(jax.device_get(TrainState.create(variables, tx)), mesh)]
 
         def run():
