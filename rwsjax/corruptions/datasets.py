@@ -63,6 +63,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from rwsjax.atomic import atomic_path
 from rwsjax.corruptions.core import check_name, check_severity, corrupt_batch
 from rwsjax.corruptions.params import PARAMS, TFDS_CORRUPTION_NAMES
 from rwsjax.data.sources import (
@@ -153,12 +154,8 @@ def _read_json(path: str):
 
 
 def _write_json_atomic(path: str, obj) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-    with open(tmp, "w") as f:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def read_manifest(version_dir: str, split: str) -> dict | None:

@@ -42,11 +42,11 @@ import fnmatch
 import json
 import os
 import re
-import tempfile
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from rwsjax.atomic import atomic_path
 from rwsjax.models.common import flax_path_to_torch_name
 
 
@@ -272,21 +272,6 @@ def read_state_dict(path: str | os.PathLike, *, container_key: str | None = None
     return {k: _torch_to_numpy(torch, v) for k, v in sd.items()}
 
 
-def _atomic_write(path: str, write) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path), suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_state_dict(state_dict: Mapping[str, Any], path: str | os.PathLike) -> None:
     """Write ``{name: array}`` as a PyTorch-loadable file, atomically.
 
@@ -315,11 +300,13 @@ def save_state_dict(state_dict: Mapping[str, Any], path: str | os.PathLike) -> N
     arrays = {k: np.ascontiguousarray(np.asarray(v)) for k, v in state_dict.items()}
     if ext in SAFETENSORS_EXTENSIONS:
         from safetensors.numpy import save_file
-        _atomic_write(path, lambda tmp: save_file(arrays, tmp))
+        with atomic_path(path) as tmp:
+            save_file(arrays, tmp)
         return
     torch = _import_torch(f"saving {path}")
     tensors = {k: torch.from_numpy(v.copy()) for k, v in arrays.items()}
-    _atomic_write(path, lambda tmp: torch.save(tensors, tmp))
+    with atomic_path(path) as tmp:
+        torch.save(tensors, tmp)
 
 
 # --------------------------------------------------------------------------- names and layouts

@@ -8,10 +8,9 @@ workdir is on a shared filesystem, see :mod:`rwsjax.distributed`).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from typing import Any
 
+from rwsjax.atomic import atomic_path
 from rwsjax import distributed
 
 
@@ -21,19 +20,8 @@ def write_text(path: str, text: str) -> None:
 
 
 def _write_text(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write(text)
 
 
 def write_json(path: str, obj: Any) -> None:
@@ -71,13 +59,5 @@ def save_figure(fig, path: str) -> None:
 
 
 def _save_figure(fig, path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path), suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

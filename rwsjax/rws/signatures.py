@@ -31,13 +31,13 @@ import json
 import math
 import operator
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
+from rwsjax.atomic import atomic_path
 from rwsjax.weights.modules import dotted_name, get_leaf, kernels
 
 PyTree = Any
@@ -584,18 +584,8 @@ def save_signature(path: str | os.PathLike, signature: Signature) -> None:
             tensors[f"{name}.scale"] = np.asarray(q.scale, dtype=np.float32)
     metadata = {METADATA_KEY: json.dumps(signature.meta, allow_nan=False), CHECKSUM_KEY: _checksum(tensors)}
 
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path), suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def load_signature(path: str | os.PathLike) -> Signature:
