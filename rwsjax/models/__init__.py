@@ -7,7 +7,7 @@ imported 1:1 (see :func:`flax_path_to_torch_name`).
 from rwsjax.models.common import (CIFAR10_MEAN, CIFAR10_STD,
                                   flax_path_to_torch_name, scale_width)
 from rwsjax.models.imagenet_resnet import (IMAGENET_MEAN, IMAGENET_STD,
-                                           ImageNetResNet, resnet18_imagenet,
+                                           resnet18_imagenet,
                                            resnet50_imagenet)
 from rwsjax.models.preact_resnet import PreActBlock, PreActResNet, preact_resnet18
 from rwsjax.models.registry import MODELS, create_model
@@ -24,6 +24,6 @@ __all__ = [
     "PreActBlock", "PreActResNet", "preact_resnet18",
     "NetworkBlock", "WideBasicBlock", "WideResNet", "wrn34_10",
     "VGG", "VGG16_CONFIG", "vgg16",
-    "IMAGENET_MEAN", "IMAGENET_STD", "ImageNetResNet", "resnet18_imagenet",
+    "IMAGENET_MEAN", "IMAGENET_STD", "resnet18_imagenet",
     "resnet50_imagenet",
 ]

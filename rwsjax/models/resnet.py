@@ -27,8 +27,23 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from rwsjax.models.common import (CIFAR10_MEAN, CIFAR10_STD, Array, Dtype,
-                                  batch_norm, conv1x1, conv3x3, dense,
+                                  batch_norm, conv1x1, conv3x3, conv_kernel_init, dense,
                                   global_avg_pool, normalize, scale_width)
+
+
+#: Values of :attr:`ResNet.layout`.
+LAYOUTS = ("cifar", "torchvision")
+
+
+def max_pool_3x3_s2_p1(x: Array) -> Array:
+    """PyTorch ``MaxPool2d(kernel_size=3, stride=2, padding=1)`` on NHWC.
+
+    The border is padded with ``-inf`` (PyTorch pads max-pooling implicitly
+    with ``-inf``, never with zeros), then a 3x3 window slides with stride 2
+    without further padding (floor mode): ``H -> floor((H - 1) / 2) + 1``.
+    """
+    x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+    return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
 
 
 class BasicBlock(nn.Module):
@@ -132,6 +147,10 @@ class ResNet(nn.Module):
       block_cls: :class:`BasicBlock` (default; ResNet-18/34) or
         :class:`Bottleneck` (ResNet-50); its ``expansion`` sets the block
         output width ``expansion * planes``.
+      layout: ``"cifar"`` (kuangliu: 3x3 stride-1 stem, no max-pool, shortcut
+        ``shortcut_0/1``, head ``linear``) or ``"torchvision"`` (ImageNet: 7x7
+        stride-2 stem + 3x3 stride-2 max-pool, ``downsample_0/1``, head ``fc``;
+        see :mod:`rwsjax.models.imagenet_resnet`).
 
     Call: ``model.apply(variables, x, train=...)`` with ``x`` float
     ``[B, H, W, 3]`` in [0, 1] (H, W >= 8 recommended; 32 for CIFAR) returns
@@ -151,23 +170,34 @@ class ResNet(nn.Module):
     std: tuple[float, ...] = CIFAR10_STD
     dtype: Dtype = jnp.float32
     block_cls: Any = BasicBlock
+    layout: str = "cifar"
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"unknown ResNet layout {self.layout!r}; valid: {LAYOUTS}")
+        torchvision = self.layout == "torchvision"
         x = normalize(x, self.mean, self.std, self.dtype)
         in_planes = scale_width(64, self.width_multiplier)
-        out = conv3x3(in_planes, 1, dtype=self.dtype, name="conv1")(x)
-        out = batch_norm(train, dtype=self.dtype, name="bn1")(out)
-        out = nn.relu(out)
+        if torchvision:  # 7x7 stride-2 stem and 3x3 stride-2 max-pool
+            out = nn.Conv(in_planes, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)), use_bias=False,
+                          dtype=self.dtype, param_dtype=jnp.float32, kernel_init=conv_kernel_init,
+                          name="conv1")(x)
+        else:
+            out = conv3x3(in_planes, 1, dtype=self.dtype, name="conv1")(x)
+        out = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(out))
+        if torchvision:
+            out = max_pool_3x3_s2_p1(out)
         for i, n_blocks in enumerate(self.stage_sizes):
             planes = scale_width(64 * 2**i, self.width_multiplier)
             for j in range(n_blocks):
                 stride = (1 if i == 0 else 2) if j == 0 else 1
                 out = self.block_cls(in_planes, planes, stride, dtype=self.dtype,
+                                     shortcut_name="downsample" if torchvision else "shortcut",
                                      name=f"layer{i + 1}_{j}")(out, train)
                 in_planes = self.block_cls.expansion * planes
         out = global_avg_pool(out)
-        logits = dense(self.num_classes, dtype=self.dtype, name="linear")(out)
+        logits = dense(self.num_classes, dtype=self.dtype, name="fc" if torchvision else "linear")(out)
         return logits.astype(jnp.float32)
 
 
