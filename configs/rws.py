@@ -3,6 +3,7 @@
     python -m rwsjax.main --config=configs/rws.py:cpu   --workdir=runs/rws_cpu    # this 2-core CPU, < 45 min
     python -m rwsjax.main --config=configs/rws.py:paper --workdir=runs/rws_paper  # accelerator
     python -m rwsjax.main --config=configs/rws.py:smoke --workdir=/tmp/rws_smoke  # tests
+    python -m rwsjax.main --config=configs/rws.py:tinyimagenet_cpu --workdir=runs/rws_tin_cpu  # Tiny-ImageNet subset
 
 Experiment (paper Sec. 3–5):
   * θ_pre: a shared starting point. The paper starts from ImageNet weights; offline we
@@ -123,15 +124,19 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
         c.data.val_size = 2000
         c.model.name = "resnet50_imagenet"
         if preset == "tinyimagenet_cpu":
-            # The real subset in ../shared: ResNet-18 (CIFAR layout) at width 16, 4,000 training images.
+            # The real subset in ../shared: ResNet-18 (CIFAR layout) at width 16, 3,000 training images, two
+            # corruptions; θ_pre from 4 epochs on 10,000 CIFAR-100 images. A pipeline check (~30 min here).
             c.model.name = "resnet18"
             c.model.width_multiplier = 0.25
-            c.data.train_size, c.data.val_size, c.data.test_size = 4000, 400, 1000
-            c.pre.train_size, c.pre.val_size, c.pre.epochs, c.pre.decay_epochs = 10000, 500, 6, (5,)
-            c.finetune.epochs, c.finetune.decay_epochs = 4, (3,)
-            c.transfer.train_size, c.transfer.val_size, c.transfer.test_size = 5000, 500, 1000
+            c.data.train_size, c.data.val_size, c.data.test_size = 3000, 400, 1000
+            c.pre.train_size, c.pre.val_size, c.pre.epochs, c.pre.decay_epochs = 10000, 500, 4, (3,)
+            c.finetune.epochs, c.finetune.decay_epochs = 3, (2,)
+            c.corruptions.names = "gaussian_noise,fog"
+            c.transfer.train_size, c.transfer.val_size, c.transfer.test_size = 3000, 500, 1000
+            c.transfer.robust_models = False
             c.transfer.continued_epochs = 1
             c.sweeps.ks = (1, 3, 5, 13)
+            c.sweeps.lambdas = (0.0, 0.5, 1.0, 1.5)
     elif preset == "smoke":
         c.model.width_multiplier = 0.0625
         c.data.train_size, c.data.val_size, c.data.test_size = 256, 100, 100
