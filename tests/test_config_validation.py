@@ -18,7 +18,7 @@ def _config(name, preset="smoke"):
 
 
 @pytest.mark.parametrize("name", ["rift", "rws", "evaluate"])
-@pytest.mark.parametrize("preset", ["paper", "cpu", "smoke"])
+@pytest.mark.parametrize("preset", ["paper", "cpu", "smoke", "tinyimagenet", "tinyimagenet_cpu"])
 def test_shipped_configs_are_valid(name, preset):
     validate(_config(name, preset))
 
