@@ -307,7 +307,8 @@ def write_report(workdir, c, r) -> None:
         for n, v in r["times_smaller"].items()) + "."
     md = ["# Robust Weight Signatures report", "",
           f"{r['model']} (width ×{r['width_multiplier']}) on {r['dataset']}, preset `{c.preset}`; robust models "
-          f"fine-tuned on training images corrupted at severity {r['severity']} (our CIFAR-C generator); TA = clean "
+          f"fine-tuned on training images corrupted at severity {r['severity']} (our {r['dataset']}-C generator, "
+          f"{DATASETS[r['dataset']].image_shape[0]}×{DATASETS[r['dataset']].image_shape[0]} constants); TA = clean "
           f"test accuracy, RA = test accuracy under the same corruption at severity {r['severity']}; storage = "
           f"bytes on disk (full model = float32 weights, {r['full_model_mb']:.3f} MB). BN: `{r['bn']}`. "
           f"Signature layers: {', '.join(r['signature_layers'])}.", "",
