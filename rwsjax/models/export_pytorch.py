@@ -33,15 +33,15 @@ def run_config(variables_dir: str) -> dict | None:
 
 
 def normalization(config: dict | None) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
-    """The run's input normalization ``(mean, std)``: ``model.mean/std``, else its dataset's constants."""
-    if not config:
-        return None
+    """The run's input normalization ``(mean, std)`` (:func:`rwsjax.workflows.common.normalization` of its
+    ``config.json``), or None without a config of a known dataset."""
     from rwsjax.data.sources import DATASETS
-    model, data = config.get("model", {}), config.get("data", {})
-    info = DATASETS.get(data.get("name", ""))
-    mean = model.get("mean") or (info.mean if info else None)
-    std = model.get("std") or (info.std if info else None)
-    return None if mean is None or std is None else (tuple(mean), tuple(std))
+    name = (config or {}).get("data", {}).get("name")
+    if name not in DATASETS:
+        return None
+    import ml_collections
+    from rwsjax.workflows.common import normalization as configured
+    return configured(ml_collections.ConfigDict(config), name)
 
 
 def main(argv: list[str] | None = None) -> int:
