@@ -18,10 +18,12 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-VARIANTS = (  # (label, extra args, extra XLA_FLAGS)
+VARIANTS = (  # (label, extra args, extra XLA_FLAGS): each optimization next to its before line
+    ("rwsjax fp32, flax BatchNorm (before)", ["--batch_norm=flax"], ""),
     ("rwsjax fp32 (default)", [], ""),
     ("rwsjax fp32, --xla_cpu_use_onednn=true", [], "--xla_cpu_use_onednn=true"),
     ("rwsjax bf16 compute, fp32 weights", ["--dtype=bfloat16"], ""),
+    ("rwsjax fp32, --cpu_devices=0 (one per core)", ["--cpu_devices=0"], ""),
 )
 
 

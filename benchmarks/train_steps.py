@@ -19,7 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rwsjax import distributed
 from rwsjax.attacks.pgd import pgd
+from rwsjax.models import common as model_common
 from rwsjax.models.registry import create_model
 from rwsjax.train import sharding, steps
 from rwsjax.train.state import TrainState, sgd
@@ -42,7 +44,15 @@ def main():
                          "pytorch_reference.py, whose loader would augment in worker processes)")
     ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                     help="computation dtype (parameters and optimizer stay float32)")
+    ap.add_argument("--batch_norm", default="rwsjax", choices=("rwsjax", "flax"),
+                    help="rwsjax: BatchNorm with the hand-written backward pass (default); flax: "
+                         "flax.linen.BatchNorm, autodiff backward (the before line)")
+    ap.add_argument("--cpu_devices", type=int, default=1,
+                    help="split the CPU into this many JAX devices, batch sharded over them (rwsjax.main "
+                         "--cpu_devices; 0 = one per core)")
     a = ap.parse_args()
+    distributed.set_cpu_devices(a.cpu_devices)
+    model_common.BATCH_NORM_IMPL = a.batch_norm
     mesh = sharding.make_mesh()
     model = create_model(a.model, num_classes=10, width_multiplier=a.width, dtype=jnp.dtype(a.dtype))
     rng = np.random.default_rng(0)
@@ -52,7 +62,8 @@ def main():
     variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, 32, 32, 3)), train=False))(jax.random.PRNGKey(0))
     tx = sgd(0.1, momentum=0.9, weight_decay=5e-4, steps_per_epoch=100)
     key = jax.random.PRNGKey(1)
-    print(f"{a.model} width x{a.width}, batch {a.batch}, compute {a.dtype}, augment {bool(a.augment)}; "
+    print(f"{a.model} width x{a.width}, batch {a.batch}, compute {a.dtype}, augment {bool(a.augment)}, "
+          f"{a.batch_norm} BatchNorm, {len(mesh.devices.ravel())} device(s); "
           f"{common.banner()}")
     print(common.HEADER)
     benches = {}

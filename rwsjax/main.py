@@ -33,6 +33,9 @@ _COORDINATOR = flags.DEFINE_string("coordinator", None, "Multi-process: HOST:POR
                                    "on Cloud TPU / SLURM / Open MPI, which are detected).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this process's index, 0..N-1.")
+_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 1, "CPU runs: split the host into this many JAX devices "
+                                    "and shard every batch over them (0 = one per core; faster on XLA:CPU, "
+                                    "see README 'Performance'). Batch sizes must divide by it.")
 
 
 def main(argv):
@@ -48,6 +51,10 @@ def main(argv):
     from rwsjax import distributed
     try:
         launch = distributed.resolve(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
+    try:
+        distributed.set_cpu_devices(_CPU_DEVICES.value)
     except ValueError as e:
         raise app.UsageError(str(e)) from None
     distributed.initialize(launch)  # before anything touches a JAX device

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
+import jax
 import pytest
 
 from rwsjax import distributed
@@ -54,3 +59,29 @@ def test_single_process_collectives_are_identity(tmp_path):
         pass
     distributed.barrier("y")
     distributed.check_shared_workdir(str(tmp_path))
+
+
+def test_set_cpu_devices_writes_xla_flags_once():
+    env = {"XLA_FLAGS": "--xla_cpu_enable_fast_math=false"}
+    jax.devices()  # JAX has started: only calls that leave XLA_FLAGS as it is may pass
+    assert distributed.set_cpu_devices(1, env) == 1 and env["XLA_FLAGS"] == "--xla_cpu_enable_fast_math=false"
+    with pytest.raises(ValueError, match="before JAX starts"):
+        distributed.set_cpu_devices(2, env)
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    assert distributed.set_cpu_devices(2, env) == 2  # already set, same count: nothing to do
+    with pytest.raises(ValueError, match="contradicts --cpu_devices=3"):
+        distributed.set_cpu_devices(3, env)
+    with pytest.raises(ValueError, match=">= 0"):
+        distributed.set_cpu_devices(-1, {})
+
+
+def test_cpu_devices_flag_splits_the_host(tmp_path):
+    """A fresh process: --cpu_devices=0 gives one JAX device per core, 3 gives 3."""
+    code = ("import os, sys; from rwsjax import distributed; n = distributed.set_cpu_devices(int(sys.argv[1])); "
+            "import jax; print(n, jax.device_count(), os.cpu_count())")
+    for arg in ("0", "3"):
+        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+        out = subprocess.run([sys.executable, "-c", code, arg], env=env, capture_output=True, text=True,
+                             check=True).stdout.split()
+        n, count, cores = map(int, out)
+        assert n == count == (cores if arg == "0" else 3)

@@ -21,6 +21,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from rwsjax.models.batch_norm import BatchNorm
+
 Array = Any
 Dtype = Any
 
@@ -86,16 +88,25 @@ def conv1x1(features: int, stride: int = 1, *, dtype: Dtype = jnp.float32,
                    name=name)
 
 
+#: Which BatchNorm :func:`batch_norm` builds: ``"rwsjax"`` (:class:`rwsjax.models.batch_norm.BatchNorm`,
+#: hand-written backward pass) or ``"flax"`` (``flax.linen.BatchNorm``, autodiff backward). Both have the
+#: same variables and results; benchmarks/train_steps.py switches it for its before/after line.
+BATCH_NORM_IMPL = "rwsjax"
+
+
 def batch_norm(train: bool, *, dtype: Dtype = jnp.float32,
-               name: str | None = None) -> nn.BatchNorm:
+               name: str | None = None) -> nn.Module:
     """BatchNorm equivalent to PyTorch ``nn.BatchNorm2d`` defaults.
 
     Uses batch statistics (and updates ``batch_stats``) when ``train`` is
     True, running averages otherwise.
     """
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                        epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32,
-                        name=name)
+    if BATCH_NORM_IMPL == "flax":
+        return nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                            epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32,
+                            name=name)
+    return BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                     dtype=dtype, param_dtype=jnp.float32, name=name)
 
 
 def dense(features: int, *, dtype: Dtype = jnp.float32,

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rwsjax.models.batch_norm import BatchNorm
 from rwsjax.rws.signatures import Signature, leaf_index
 from rwsjax.weights.modules import get_leaf, set_leaf
 
@@ -311,6 +312,9 @@ def scale_sweep(target: PyTree, signature: Signature, lambdas: Iterable[float]
 # BatchNorm re-estimation.
 # ---------------------------------------------------------------------------
 
+#: Modules whose running statistics are re-estimated (both update them as m·old + (1 − m)·batch).
+BATCH_NORMS = (nn.BatchNorm, BatchNorm)
+
 @functools.partial(jax.jit, static_argnames=("model",))
 def _accumulate_batch_stats(acc, variables, images, weight, *, model):
     """acc + weight · (this batch's BN statistics), all BN layers at once.
@@ -322,7 +326,7 @@ def _accumulate_batch_stats(acc, variables, images, weight, *, model):
     momenta: dict[tuple, float] = {}
 
     def record(next_fun, args, kwargs, context):
-        if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
+        if isinstance(context.module, BATCH_NORMS) and context.method_name == "__call__":
             momenta[tuple(context.module.path)] = float(context.module.momentum)
         return next_fun(*args, **kwargs)
 
@@ -335,7 +339,7 @@ def _accumulate_batch_stats(acc, variables, images, weight, *, model):
     def recover(path, new):
         keys = tuple(getattr(k, "key", str(k)) for k in path)
         if keys[:-1] not in momenta:
-            raise ValueError(f"batch_stats leaf {'/'.join(keys)} does not belong to an nn.BatchNorm "
+            raise ValueError(f"batch_stats leaf {'/'.join(keys)} does not belong to a BatchNorm "
                              "called in the forward pass")
         m = momenta[keys[:-1]]
         if m == 1.0:
