@@ -61,15 +61,17 @@ def _init_params():
         jax.random.PRNGKey(c.seed)))["params"]
 
 
-def assert_same_training(a, b, init, tol=1e-2):
+def assert_same_training(a, b, init, tol=5e-2):
     """Two runs of the same training steps agree to float tolerance.
 
     Measured against how far training moved the weights: ``‖θ_a − θ_b‖ ≤ tol·‖θ_b − θ_0‖``
     (over all parameters), and BN statistics to ``tol`` relative.  A wrong batch, key or
     step count moves the weights by O(‖θ_b − θ_0‖).  Reassociated float sums alone leave
     ~1e-7 after one step, but the weight gradient of a conv followed by train-mode BN is a
-    difference of nearly equal terms and amplifies them: after 2 steps the ratio is ~2e-3,
-    the same for 1 process × 4 devices vs 1 × 1 as for 2 processes × 2 devices (measured).
+    difference of nearly equal terms and amplifies them, and from the second step on an example whose
+    input gradient is ~0 (saturated) takes its PGD direction from those last bits: after 2 steps the
+    ratio was ~2e-3 with flax.linen.BatchNorm and 2.2e-2 with rwsjax's BatchNorm (the same float64
+    error, tests/test_batch_norm.py), the same for 1 process × 4 devices vs 1 × 1 as for 2 × 2.
     """
     import jax
     flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)])  # noqa: E731
@@ -115,7 +117,7 @@ def test_two_processes_match_one_device(runs):
         np.testing.assert_allclose([r[key] for r in m["modules"]], [r[key] for r in s["modules"]],
                                    rtol=1e-2, atol=1e-6, err_msg=key)
     assert_same_training(_variables(os.path.join(multi, "ft", "final")),
-                         _variables(os.path.join(single, "ft", "final")), theta_at["params"])
+                         _variables(os.path.join(single, "ft", "final")), theta_at["params"], tol=1e-2)
     mr, sr = (json.load(open(os.path.join(d, "results.json"))) for d in (multi, single))
     assert len(mr["devices"]) == 4 and len(sr["devices"]) == 1
     assert mr["at"]["n"] == sr["at"]["n"] == 100  # every test example counted once across the processes

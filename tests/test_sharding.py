@@ -19,16 +19,19 @@ def test_sharded_and_single_device_steps_agree():
     With BN on batch statistics inside the training attack (``attack_bn="batch"``) the
     cross-device BN reduction sums in another order; ``sign(∇x)`` turns those last-bit
     differences into different pixels wherever the input gradient is ~0 (an untrained
-    model), so that mode agrees only approximately — asserted separately.
+    model), so that mode agrees only approximately — asserted separately.  An eval-mode training
+    attack sees the same last-bit differences from the second step on (the weights of step 1 differ by
+    ~1e-7), so a saturated example, whose input gradient is ~0, may move to other pixels: measured
+    2.5e-7 (flax.linen.BatchNorm) and 3.6e-5 (rwsjax BatchNorm, same float64 error) after 2 steps.
     """
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "sharded_step_check.py")], env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    for mode in ("standard/batch", "pgd_at/eval"):
+    for mode, tol in (("standard/batch", 1e-5), ("pgd_at/eval", 1e-4)):
         r = report[mode]
-        assert r["max_abs_diff"] < 1e-5, (mode, r)
+        assert r["max_abs_diff"] < tol, (mode, r)
         assert r["sharded_loss"] == pytest.approx(r["single_loss"], rel=1e-5)
         assert r["sharded_eval"]["clean"] == r["single_eval"]["clean"]
         assert abs(r["sharded_eval"]["robust"] - r["single_eval"]["robust"]) <= 1

@@ -8,8 +8,9 @@ training mode the normalization is one :func:`jax.custom_vjp` whose backward pas
 
 (Ioffe & Szegedy 2015, Sec. 3), with σ = sqrt(var + ε) and x̂ = (x − μ)/σ.  Autodiff of the forward
 formula reaches the same gradient through the mean and the variance separately, which XLA:CPU runs as
-about twice as many passes over the activations (``benchmarks/train_steps.py``, issue #8); under a
-sharded batch the statistics of both passes are summed over devices (one cross-device reduction each).
+an extra multiply-and-add pass over the activations per layer (+5–7 % on the PGD-10 AT step,
+``benchmarks/at_step_vs_pytorch.py``, issue #8); under a sharded batch the two sums of each pass are
+summed over devices in one cross-device reduction.
 """
 
 from __future__ import annotations
@@ -55,11 +56,6 @@ def _forward(x, scale, bias, epsilon):
     return (y, mean, var), (x, scale, mean, inv)
 
 
-def _fwd(x, scale, bias, epsilon):
-    out, res = _forward(x, scale, bias, epsilon)
-    return out, res
-
-
 def _bwd(epsilon, res, cotangents):
     del epsilon
     x, scale, mean, inv = res
@@ -77,7 +73,7 @@ def _bwd(epsilon, res, cotangents):
     return dx, dscale, dbias
 
 
-batch_norm_train.defvjp(_fwd, _bwd)
+batch_norm_train.defvjp(_forward, _bwd)
 
 
 class BatchNorm(nn.Module):
