@@ -8,7 +8,7 @@ training mode the normalization is one :func:`jax.custom_vjp` whose backward pas
 
 (Ioffe & Szegedy 2015, Sec. 3), with σ = sqrt(var + ε) and x̂ = (x − μ)/σ.  Autodiff of the forward
 formula reaches the same gradient through the mean and the variance separately, which XLA:CPU runs as
-an extra multiply-and-add pass over the activations per layer (+5–7 % on the PGD-10 AT step,
+an extra multiply-and-add pass over the activations per layer (+5–11 % on the PGD-10 AT step,
 ``benchmarks/at_step_vs_pytorch.py``, issue #8); under a sharded batch the two sums of each pass are
 summed over devices in one cross-device reduction.
 """
