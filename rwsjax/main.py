@@ -35,7 +35,7 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process: num
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this process's index, 0..N-1.")
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 1, "CPU runs: split the host into this many JAX devices "
                                     "and shard every batch over them (0 = one per core; faster on XLA:CPU, "
-                                    "see README 'Performance'). Batch sizes must divide by it.")
+                                    "see README 'Benchmarks'). Batch sizes must divide by it.")
 
 
 def main(argv):
