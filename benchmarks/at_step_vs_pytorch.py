@@ -18,6 +18,7 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+TORCH = "torch eager NCHW"  # the PyTorch rows' label
 
 VARIANTS = (  # (label, extra args, extra XLA_FLAGS): each optimization next to its before line
     ("rwsjax fp32, flax BatchNorm (before)", ["--batch_norm=flax"], ""),
@@ -61,16 +62,20 @@ def main():
     for width in a.widths.split(","):
         print(f"\n== ResNet-18 width ×{width} (base {round(64 * float(width))}), batch {a.batch} ==", flush=True)
         common = [f"--width={width}", f"--batch={a.batch}", f"--repeats={a.repeats}"]
-        speeds: dict[str, list[float | None]] = {}
+        speeds: dict[str, list[float]] = {}
+
+        def show(label: str, line: str) -> None:
+            print(f"  {label}:", line, flush=True)
+            if (v := images_per_s(line)) is not None:
+                speeds.setdefault(label, []).append(v)
+
         for r in range(a.rounds):
             if a.rounds > 1:
                 print(f"  -- round {r + 1} of {a.rounds}", flush=True)
             if have_torch:
                 for ln in rows([sys.executable, os.path.join(HERE, "pytorch_reference.py"), *common,
                                 "--only=PGD-10 AT step"], dict(os.environ)):
-                    print("  torch eager NCHW:", ln, flush=True)
-                    if images_per_s(ln) is not None:
-                        speeds.setdefault(TORCH, []).append(images_per_s(ln))
+                    show(TORCH, ln)
             elif r == 0:
                 print("  torch eager: not installed (pip install torch --index-url "
                       "https://download.pytorch.org/whl/cpu)")
@@ -79,14 +84,9 @@ def main():
                 env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flags).strip()
                 for ln in rows([sys.executable, os.path.join(HERE, "train_steps.py"), *common, *extra,
                                 "--only=PGD-10 AT step (unrolled)"], env):
-                    print(f"  {label}:", ln, flush=True)
-                    if images_per_s(ln) is not None:
-                        speeds.setdefault(label, []).append(images_per_s(ln))
+                    show(label, ln)
         if a.rounds > 1:
             summarize(speeds)
-
-
-TORCH = "torch eager NCHW"
 
 
 def summarize(speeds: dict[str, list]) -> None:

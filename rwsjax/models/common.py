@@ -101,12 +101,9 @@ def batch_norm(train: bool, *, dtype: Dtype = jnp.float32,
     Uses batch statistics (and updates ``batch_stats``) when ``train`` is
     True, running averages otherwise.
     """
-    if BATCH_NORM_IMPL == "flax":
-        return nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                            epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32,
-                            name=name)
-    return BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                     dtype=dtype, param_dtype=jnp.float32, name=name)
+    cls = nn.BatchNorm if BATCH_NORM_IMPL == "flax" else BatchNorm
+    return cls(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+               dtype=dtype, param_dtype=jnp.float32, name=name)
 
 
 def dense(features: int, *, dtype: Dtype = jnp.float32,

@@ -315,6 +315,7 @@ def scale_sweep(target: PyTree, signature: Signature, lambdas: Iterable[float]
 #: Modules whose running statistics are re-estimated (both update them as m·old + (1 − m)·batch).
 BATCH_NORMS = (nn.BatchNorm, BatchNorm)
 
+
 @functools.partial(jax.jit, static_argnames=("model",))
 def _accumulate_batch_stats(acc, variables, images, weight, *, model):
     """acc + weight · (this batch's BN statistics), all BN layers at once.
