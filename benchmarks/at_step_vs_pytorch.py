@@ -2,10 +2,16 @@
 machine, back to back, at each width — and the CPU variants tried (XLA flags, bfloat16 compute).
 
     python benchmarks/at_step_vs_pytorch.py --widths=0.25,1.0 --repeats=5 [--rounds=3]
+    python benchmarks/at_step_vs_pytorch.py --widths=0.25 --interleave=20 --variants=...
 
 Each variant runs in its own process (XLA flags are read at start-up); the rows are the unchanged output
 lines of benchmarks/train_steps.py and benchmarks/pytorch_reference.py, so every optimization has its
 before/after line. PyTorch is optional: without it those rows are skipped.
+
+``--interleave=N`` is the measurement to trust on a shared machine: every process (PyTorch and each variant)
+is started and warmed up, then they take turns one AT step at a time (``--serve`` of the two scripts), N
+turns each, so a slow spell of the machine hits all of them alike; each variant is summarized by the median
+over turns of its speed relative to PyTorch's step in the same turn.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ VARIANTS = (  # (label, extra args, extra XLA_FLAGS): each optimization next to 
     ("rwsjax fp32, --xla_cpu_use_onednn=true", [], "--xla_cpu_use_onednn=true"),
     ("rwsjax bf16 compute, fp32 weights", ["--dtype=bfloat16"], ""),
     ("rwsjax fp32, --cpu_devices=0 (one per core)", ["--cpu_devices=0"], ""),
+    ("rwsjax fp32, YNNPACK off", [], "--xla_cpu_experimental_ynn_fusion_type="),
 )
 
 
@@ -53,12 +60,18 @@ def main():
     ap.add_argument("--rounds", type=int, default=1,
                     help="run PyTorch and every variant this many times, interleaved, and summarize each "
                          "variant by the median over rounds of its speed relative to PyTorch in the same round")
+    ap.add_argument("--interleave", type=int, default=0,
+                    help="take turns one step at a time, this many turns per process (see the module docstring)")
     ap.add_argument("--variants", default="", help="comma list: run only the variants whose label contains one "
                     "of these (e.g. 'default,cpu_devices')")
     a = ap.parse_args()
     wanted = [v.strip() for v in a.variants.split(",") if v.strip()]
     variants = [v for v in VARIANTS if not wanted or any(w in v[0] for w in wanted)]
     have_torch = importlib.util.find_spec("torch") is not None
+    if a.interleave:
+        for width in a.widths.split(","):
+            interleave(width, a.batch, a.interleave, variants, have_torch)
+        return
     for width in a.widths.split(","):
         print(f"\n== ResNet-18 width ×{width} (base {round(64 * float(width))}), batch {a.batch} ==", flush=True)
         common = [f"--width={width}", f"--batch={a.batch}", f"--repeats={a.repeats}"]
@@ -87,6 +100,55 @@ def main():
                     show(label, ln)
         if a.rounds > 1:
             summarize(speeds)
+
+
+def interleave(width: str, batch: int, turns: int, variants, have_torch: bool) -> None:
+    """Start every process, warm each up alone, then run ``turns`` rounds of one step per process."""
+    print(f"\n== ResNet-18 width ×{width} (base {round(64 * float(width))}), batch {batch}: {turns} turns of "
+          f"one PGD-10 AT step per process ==", flush=True)
+    common = [f"--width={width}", f"--batch={batch}", "--serve"]
+    procs = {}
+    if have_torch:
+        procs[TORCH] = ([sys.executable, os.path.join(HERE, "pytorch_reference.py"), *common,
+                         "--only=PGD-10 AT step"], dict(os.environ))
+    for label, extra, flags in variants:
+        env = dict(os.environ)
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flags).strip()
+        procs[label] = ([sys.executable, os.path.join(HERE, "train_steps.py"), *common, *extra,
+                         "--only=PGD-10 AT step (unrolled)"], env)
+    workers = {}
+    for label, (cmd, env) in procs.items():  # one at a time: a compiling process would disturb the others
+        p = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        for ln in p.stdout:
+            if ln.startswith("READY"):
+                print(f"  {label}: ready (warm-up {float(ln.split()[1]):.1f} s)", flush=True)
+                workers[label] = p
+                break
+        else:
+            print(f"  {label}: FAILED to start (exit {p.wait()})", flush=True)
+    times = {label: [] for label in workers}
+    disturbed = {label: 0 for label in workers}
+    for _ in range(turns):
+        for label, p in workers.items():
+            p.stdin.write("step\n")
+            wall, others = (float(v) for v in p.stdout.readline().split())
+            times[label].append(wall)
+            disturbed[label] += others > 0.1
+    for p in workers.values():
+        p.stdin.write("quit\n")
+        p.stdin.close()
+        p.wait()
+    ref = times.get(TORCH)
+    print(f"  {'':2s}{'process':46s} {'img/s med':>9s} {'img/s best':>10s} {'× PyTorch (median of turns)':>28s} "
+          f"{'turns faster':>12s}  disturbed turns")
+    for label, ts in times.items():
+        ratio, faster = "", ""
+        if ref and label != TORCH:
+            ratios = [r / t for r, t in zip(ref, ts)]  # PyTorch time / our time = our speed relative to PyTorch
+            ratio = f"{statistics.median(ratios):.2f}"
+            faster = f"{sum(q > 1 for q in ratios)}/{len(ratios)}"
+        print(f"  {'':2s}{label:46s} {batch / statistics.median(ts):9.1f} {batch / min(ts):10.1f} {ratio:>28s} "
+              f"{faster:>12s}  {disturbed[label]}/{len(ts)}", flush=True)
 
 
 def summarize(speeds: dict[str, list]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import resource
 import statistics
+import sys
 import time
 from typing import Callable
 
@@ -128,3 +129,19 @@ def once(fn: Callable[[], object]) -> tuple[object, float, float]:
 
 def disturbed(others: float) -> str:
     return f"  DISTURBED (others used {100 * others:.0f}% of the CPU)" if others > 0.1 else ""
+
+
+def serve(fn: Callable[[], object], block: Callable = jax.block_until_ready) -> None:
+    """Step server for step-interleaved comparisons (benchmarks/at_step_vs_pytorch.py ``--interleave``).
+
+    Runs ``fn`` once (warm-up/compile), prints ``READY <seconds>``, then for every ``step`` line on stdin
+    runs ``fn`` once and prints ``<seconds> <others_cpu>`` (see :func:`once`); ``quit`` or end of input stops.
+    """
+    t = time.perf_counter()
+    block(fn())
+    print(f"READY {time.perf_counter() - t:.3f}", flush=True)
+    for cmd in sys.stdin:
+        if cmd.strip() != "step":
+            break
+        _, wall, others = once(lambda: block(fn()))
+        print(f"{wall:.6f} {others:.4f}", flush=True)

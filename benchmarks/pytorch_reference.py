@@ -36,6 +36,8 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--only", default="", help="comma list of benchmarks to run")
+    ap.add_argument("--serve", action="store_true",
+                    help="serve the first selected benchmark one step per stdin line (common.serve)")
     a = ap.parse_args()
     torch.manual_seed(0)
     model = torch_models.resnet18(width=a.width, num_classes=10, norm="normalize", mean=MEAN, std=STD)
@@ -67,6 +69,8 @@ def main():
                      ("PGD-10 AT step", at_step)):
         if a.only and not any(o.strip() in name for o in a.only.split(",")):
             continue
+        if a.serve:
+            return common.serve(fn, block=lambda r: r)
         m = common.measure(fn, a.repeats, block=lambda r: r)  # eager: done when it returns
         m["compile_s"] = 0.0  # eager: the first call is a warm-up, nothing is compiled
         print(common.line("torch " + name, a.batch, m), flush=True)

@@ -39,6 +39,8 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--only", default="", help="comma list of benchmarks to run")
+    ap.add_argument("--serve", action="store_true",
+                    help="serve the first selected benchmark one step per stdin line (common.serve)")
     ap.add_argument("--augment", type=int, default=1,
                     help="1: random crop + flip inside the step, as the training loop runs it; 0: none (as "
                          "pytorch_reference.py, whose loader would augment in worker processes)")
@@ -98,6 +100,8 @@ def main():
         if only and not any(o in name for o in only):
             continue
         run, count = make()
+        if a.serve:
+            return common.serve(run)
         m = common.measure(run, a.repeats)
         print(common.line(name, a.batch, m, count()), flush=True)
     print(f"peak RSS {common.peak_rss_gib():.2f} GiB")
