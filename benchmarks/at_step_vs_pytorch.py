@@ -131,7 +131,10 @@ def interleave(width: str, batch: int, turns: int, variants, have_torch: bool) -
     for _ in range(turns):
         for label, p in workers.items():
             p.stdin.write("step\n")
-            wall, others = (float(v) for v in p.stdout.readline().split())
+            reply = p.stdout.readline().split()
+            if len(reply) != 2:
+                raise RuntimeError(f"{label}: the step server exited (status {p.poll()}) instead of timing a step")
+            wall, others = (float(v) for v in reply)
             times[label].append(wall)
             disturbed[label] += others > 0.1
     for p in workers.values():
