@@ -43,6 +43,20 @@ def rows(cmd: list[str], env: dict) -> list[str]:
     return [ln for ln in out.stdout.splitlines() if "AT step" in ln or ln.startswith(("cpu", "PyTorch"))]
 
 
+def commands(common: list[str], variants, have_torch: bool) -> dict[str, tuple[list[str], dict]]:
+    """``label -> (command, environment)`` of the PyTorch row (where installed) and of every variant."""
+    procs = {}
+    if have_torch:
+        procs[TORCH] = ([sys.executable, os.path.join(HERE, "pytorch_reference.py"), *common,
+                         "--only=PGD-10 AT step"], dict(os.environ))
+    for label, extra, flags in variants:
+        env = dict(os.environ)
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flags).strip()
+        procs[label] = ([sys.executable, os.path.join(HERE, "train_steps.py"), *common, *extra,
+                         "--only=PGD-10 AT step (unrolled)"], env)
+    return procs
+
+
 def images_per_s(line: str) -> float | None:
     """The median img/s of a result row of benchmarks/common.line (None for other lines)."""
     fields = line[36:].split()
@@ -82,21 +96,14 @@ def main():
             if (v := images_per_s(line)) is not None:
                 speeds.setdefault(label, []).append(v)
 
+        if not have_torch:
+            print("  torch eager: not installed (pip install torch --index-url "
+                  "https://download.pytorch.org/whl/cpu)")
         for r in range(a.rounds):
             if a.rounds > 1:
                 print(f"  -- round {r + 1} of {a.rounds}", flush=True)
-            if have_torch:
-                for ln in rows([sys.executable, os.path.join(HERE, "pytorch_reference.py"), *common,
-                                "--only=PGD-10 AT step"], dict(os.environ)):
-                    show(TORCH, ln)
-            elif r == 0:
-                print("  torch eager: not installed (pip install torch --index-url "
-                      "https://download.pytorch.org/whl/cpu)")
-            for label, extra, flags in variants:
-                env = dict(os.environ)
-                env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flags).strip()
-                for ln in rows([sys.executable, os.path.join(HERE, "train_steps.py"), *common, *extra,
-                                "--only=PGD-10 AT step (unrolled)"], env):
+            for label, (cmd, env) in commands(common, variants, have_torch).items():
+                for ln in rows(cmd, env):
                     show(label, ln)
         if a.rounds > 1:
             summarize(speeds)
@@ -106,18 +113,9 @@ def interleave(width: str, batch: int, turns: int, variants, have_torch: bool) -
     """Start every process, warm each up alone, then run ``turns`` rounds of one step per process."""
     print(f"\n== ResNet-18 width ×{width} (base {round(64 * float(width))}), batch {batch}: {turns} turns of "
           f"one PGD-10 AT step per process ==", flush=True)
-    common = [f"--width={width}", f"--batch={batch}", "--serve"]
-    procs = {}
-    if have_torch:
-        procs[TORCH] = ([sys.executable, os.path.join(HERE, "pytorch_reference.py"), *common,
-                         "--only=PGD-10 AT step"], dict(os.environ))
-    for label, extra, flags in variants:
-        env = dict(os.environ)
-        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flags).strip()
-        procs[label] = ([sys.executable, os.path.join(HERE, "train_steps.py"), *common, *extra,
-                         "--only=PGD-10 AT step (unrolled)"], env)
     workers = {}
-    for label, (cmd, env) in procs.items():  # one at a time: a compiling process would disturb the others
+    for label, (cmd, env) in commands([f"--width={width}", f"--batch={batch}", "--serve"], variants,
+                                      have_torch).items():  # one at a time: a compiling process would disturb the others
         p = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         for ln in p.stdout:
             if ln.startswith("READY"):

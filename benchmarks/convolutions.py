@@ -14,10 +14,11 @@ import argparse
 import importlib.util
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
 
 # (spatial size, in channels, out channels at width 64, stride) of ResNet-18's 3×3 convolutions; the
 # channels scale with the width multiplier, the stem's 3 input channels do not.
@@ -31,14 +32,8 @@ def shapes(width: float):
 
 
 def timed(fn, repeats: int) -> float:
-    fn()
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(ts)
+    """Median ms of ``repeats`` calls after one warm-up (``fn`` returns when its work is done)."""
+    return 1e3 * common.measure(fn, repeats, block=lambda r: r)["median_s"]
 
 
 def jax_rows(width: float, batch: int, repeats: int) -> list[tuple[float, float, float]]:
