@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 
 DATA_DIR = os.environ.get("TFDS_DATA_DIR")
+# Every training / evaluation / MRC loop in the tests (and the pipelines they start) runs its per-step work
+# under jax.transfer_guard("disallow"): an implicit host<->device copy per step fails the test (dispatch.guard).
+os.environ.setdefault("RWSJAX_TRANSFER_GUARD", "disallow")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -40,6 +40,7 @@ import numpy as np
 
 from rwsjax.attacks.pgd import cross_entropy
 from rwsjax import distributed
+from rwsjax.train import dispatch
 from rwsjax.weights.modules import get_leaf, set_leaf
 
 PyTree = Any
@@ -198,10 +199,11 @@ class MRC:
         with self._lock:
             if device not in self._placed:
                 put = lambda t: jax.device_put(t, device)  # noqa: E731
+                # Index arrays one per step, so the loops never index a device array with a host int (a copy).
                 self._placed[device] = {
                     "variables": put(self.variables), "x": put(self._x), "y": put(self._y),
-                    "orders": put(self._orders), "eval_idx": put(self._eval_idx),
-                    "eval_mask": put(self._eval_mask)}
+                    "orders": put([list(epoch) for epoch in self._orders]), "eval_idx": put(list(self._eval_idx)),
+                    "eval_mask": put(list(self._eval_mask))}
             return self._placed[device]
 
     def _local_devices(self) -> list:
@@ -216,10 +218,11 @@ class MRC:
         v = on["variables"]
         delta = jax.device_put(delta, device)
         variables = {"params": perturb(v["params"], tuple(path), delta), "batch_stats": v.get("batch_stats", {})}
+        with dispatch.guard():  # every batch queued, then read back at once
+            parts = [self._loss(variables, inputs, on["y"], idx, mask, points=points)
+                     for idx, mask in zip(on["eval_idx"], on["eval_mask"])]
         loss = correct = 0.0
-        for i in range(len(self._eval_idx)):
-            l, c = jax.device_get(self._loss(variables, inputs, on["y"], on["eval_idx"][i], on["eval_mask"][i],
-                                             points=points))
+        for l, c in jax.device_get(parts):
             loss, correct = loss + float(l), correct + float(c)
         return loss / self.n, 100.0 * correct / self.n
 
@@ -234,9 +237,10 @@ class MRC:
         points, inputs = start = self._inputs(path, device)
         project = self.project_every == "step"
         for epoch in range(self.epochs):
-            for i in range(self._orders.shape[1]):
-                delta = self._ascend(on["variables"], delta, radius, inputs, on["y"], on["orders"][epoch, i],
-                                     path=path, points=points, project=project)
+            with dispatch.guard():
+                for idx in on["orders"][epoch]:
+                    delta = self._ascend(on["variables"], delta, radius, inputs, on["y"], idx,
+                                         path=path, points=points, project=project)
             if self.project_every == "epoch":
                 delta = project_l2(delta, radius)
             loss, acc = self.robust_loss(path, delta, device, start)

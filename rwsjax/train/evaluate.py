@@ -8,35 +8,47 @@ import jax
 
 from rwsjax.data.batching import eval_batches
 from rwsjax.data.sources import Split
-from rwsjax.train import sharding
+from rwsjax.train import dispatch, sharding
 from tqdm.auto import tqdm
 
 
 def evaluate(eval_step: Callable, variables: dict, split: Split, *, batch_size: int, mesh,
-             seed: int = 0, desc: str = "eval") -> dict:
+             seed: int = 0, desc: str = "eval", in_flight: int = 2) -> dict:
     """Run a step from :func:`rwsjax.train.steps.make_eval_step` over ``split``.
 
     The last batch is padded and masked, so each example counts exactly once.
-    The attack's random starts depend only on ``seed`` and the batch index,
-    so the numbers are reproducible.
+    The attack's random starts depend only on ``seed`` and the batch index
+    (``fold_in(PRNGKey(seed), i)``), so the numbers are reproducible.
+    ``in_flight`` batches are queued on the device ahead of the one being read
+    back (:func:`rwsjax.train.dispatch.fetch_lagged`; ``0``: one at a time).
 
     Returns:
       ``{"clean_accuracy": %, "robust_accuracy": %, "loss": mean clean CE, "n": examples}``
       with accuracies in percent; no ``robust_accuracy`` for a clean-only step.  Every other count the
       step returns (e.g. ``apgd_ce`` of :func:`~rwsjax.train.steps.make_autoattack_step`) becomes
       ``"<name>_accuracy"`` likewise.
+
+    Raises:
+      ValueError: an empty split, or ``in_flight < 0``.
     """
     if len(split) == 0:
         raise ValueError(f"{desc}: the split is empty; give it at least one example")
+    if in_flight < 0:
+        raise ValueError(f"{desc}: in_flight must be >= 0 (0: one batch at a time), got {in_flight}")
     variables = sharding.replicate(variables, mesh)
-    base = jax.random.PRNGKey(seed)
     totals = {}
     n_batches = -(-len(split) // batch_size)
+    keys = dispatch.fold_in_keys(jax.random.PRNGKey(seed), 0, n_batches, mesh)
     rows = sharding.local_rows(mesh, batch_size)  # each process reads and feeds only its rows
-    for i, batch in enumerate(tqdm(eval_batches(split, batch_size, rows), total=n_batches, desc=desc,
-                                   leave=False)):
-        out = jax.device_get(eval_step(variables, *sharding.shard_batch(batch, mesh),
-                                       jax.random.fold_in(base, i)))
+
+    def queued():
+        for batch, key in zip(eval_batches(split, batch_size, rows), keys):
+            batch = sharding.shard_batch(batch, mesh)
+            with dispatch.guard():
+                out = eval_step(variables, *batch, key)
+            yield out
+
+    for out in tqdm(dispatch.fetch_lagged(queued(), in_flight), total=n_batches, desc=desc, leave=False):
         for k, v in out.items():
             totals[k] = totals.get(k, 0) + v.item()
     n = len(split)

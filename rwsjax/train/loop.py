@@ -10,6 +10,7 @@ weights as an uninterrupted one.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import signal
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 from rwsjax import distributed
 from rwsjax.data.batching import steps_per_epoch, train_batches
 from rwsjax.data.sources import Split
-from rwsjax.train import sharding
+from rwsjax.train import dispatch, sharding
 from rwsjax.train.checkpoint import CheckpointError, CheckpointMismatchError, Checkpoints
 from rwsjax.train.state import TrainState
 
@@ -91,6 +92,7 @@ def fit(
     validate: Callable[[dict], dict],
     select: str,
     writer=None,
+    in_flight: int = 1,
 ) -> tuple[dict, list[dict]]:
     """Train for ``epochs`` epochs, keep the variables of the best validation epoch.
 
@@ -102,6 +104,9 @@ def fit(
       train: training split (uint8 images ``[N,H,W,C]``, int32 labels ``[N]``).
       validate: ``variables -> {metric: value}`` on the validation split.
       select: the validation metric to maximize (e.g. ``"robust_accuracy"``).
+      in_flight: steps queued on the device before the oldest one's metrics are read back (``1``: the
+        host slices and queues batch t+1 while step t runs; ``0``: wait for every step).  The loss check,
+        progress bar and logs run that many steps late; checkpoints and results are unchanged.
 
     Returns:
       ``(best_variables, history)``: host (NumPy) variables of the epoch with the
@@ -110,7 +115,10 @@ def fit(
     Raises:
       Preempted: SIGTERM/SIGINT arrived; a checkpoint of the current step was written.
       FloatingPointError: the loss became NaN/inf; the last good checkpoint is kept.
+      ValueError: ``in_flight < 0``.
     """
+    if in_flight < 0:
+        raise ValueError(f"[{name}] in_flight must be >= 0 (0: wait for every step), got {in_flight}")
     spe = steps_per_epoch(len(train), batch_size)
     ckpt = Checkpoints(directory)
     best = jax.device_get(state.variables)
@@ -133,35 +141,50 @@ def fit(
         for epoch in range(first_epoch, epochs):
             bar = tqdm(total=spe, initial=offset, desc=f"{name} {epoch + 1}/{epochs}", leave=False)
             sums = {}
-            for images, labels in train_batches(train, batch_size, seed=seed, epoch=epoch, start_step=offset,
-                                                rows=rows):
-                key = jax.random.fold_in(base_key, step)
-                state, metrics = train_step(state, *sharding.shard_batch((images, labels), mesh), key)
+            keys = dispatch.fold_in_keys(base_key, step, spe - offset, mesh)  # fold_in(base_key, step)
+            pending = collections.deque()  # (step, device metrics) queued but not read back yet
+
+            def finish():
+                """Host side of the oldest queued step: read its metrics, check them, log them."""
+                done, metrics = pending.popleft()
                 metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 if not np.isfinite(metrics["loss"]):
                     ckpt.close()
                     raise FloatingPointError(
-                        f"[{name}] loss is {metrics['loss']} at step {step + 1} (epoch {epoch + 1}); "
+                        f"[{name}] loss is {metrics['loss']} at step {done} (epoch {epoch + 1}); "
                         f"stopped, the last good checkpoint in {directory} is kept. "
                         "Lower the learning rate or check the data.")
-                step += 1
-                fault = os.environ.get(_FAULT, "").split(":")
-                if fault[0] == str(step):
-                    os.kill(os.getpid(), signal.SIGKILL if fault[1:] == ["KILL"] else signal.SIGTERM)
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + v
                 if writer is not None:
                     for k, v in metrics.items():
-                        writer.add_scalar(f"{name}/train_{k}", v, step)
+                        writer.add_scalar(f"{name}/train_{k}", v, done)
                 bar.update(1)
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{100 * metrics['accuracy']:.1f}")
+
+            batches = train_batches(train, batch_size, seed=seed, epoch=epoch, start_step=offset, rows=rows)
+            for (images, labels), key in zip(batches, keys):
+                batch = sharding.shard_batch((images, labels), mesh)  # the one (explicit) copy per step
+                with dispatch.guard():
+                    state, metrics = train_step(state, *batch, key)
+                step += 1
+                pending.append((step, metrics))
+                fault = os.environ.get(_FAULT, "").split(":")
+                if fault[0] == str(step):
+                    os.kill(os.getpid(), signal.SIGKILL if fault[1:] == ["KILL"] else signal.SIGTERM)
+                while len(pending) > in_flight:
+                    finish()
                 # All processes must stop at the same step (the checkpoint is a collective).
                 if distributed.any_process(stop.requested is not None):
+                    while pending:
+                        finish()
                     save()
                     ckpt.close()
                     why = stop.requested or "a stop signal on another process"
                     raise Preempted(f"[{name}] {why} received: checkpoint written at step {step} in "
                                     f"{directory}; run the same command again to continue")
+            while pending:
+                finish()
             bar.close()
             n = max(1, spe - offset)
             offset = 0

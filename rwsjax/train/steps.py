@@ -241,14 +241,19 @@ def make_autoattack_step(model: nn.Module, mesh, *, eps: float, norm: str = "lin
                      out_shardings=(data, data, targets_sharding, data))
     t_jit = jax.jit(targeted_part, in_shardings=(rep, data, data, data, rep), out_shardings=data)
     count = jax.jit(lambda m, mask: jnp.sum(m & mask), out_shardings=rep)
+    masked_sum = jax.jit(lambda l, m: jnp.sum(jnp.where(m, l, 0.0)), out_shardings=rep)
+    # Per target: its class row and key fold_in(k_t, i), split on the device (no host index per target).
+    per_target = jax.jit(lambda targets, k_t: (tuple(targets[i] for i in range(n_targets)),
+                                               tuple(jax.random.fold_in(k_t, i) for i in range(n_targets))),
+                         out_shardings=((data,) * n_targets, (rep,) * n_targets))
 
     def evaluate(variables, images_u8, labels, mask, key):
         k_ce, k_t = jax.random.split(key)
         clean, robust_ce, targets, loss = ce_jit(variables, images_u8, labels, k_ce)
         robust_t = clean
-        for i in range(n_targets):
-            robust_t = robust_t & t_jit(variables, images_u8, labels, targets[i], jax.random.fold_in(k_t, i))
-        loss = jax.jit(lambda l, m: jnp.sum(jnp.where(m, l, 0.0)), out_shardings=rep)(loss, mask)
+        for target, k in zip(*per_target(targets, k_t)):
+            robust_t = robust_t & t_jit(variables, images_u8, labels, target, k)
+        loss = masked_sum(loss, mask)
         out = {"clean": count(clean, mask), "apgd_ce": count(robust_ce, mask),
                "autoattack": count(robust_ce & robust_t, mask), "loss": loss}
         if n_targets:

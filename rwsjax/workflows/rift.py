@@ -28,7 +28,7 @@ from rwsjax.report.writers import read_json, write_json, write_local_json, write
 from rwsjax.rift.finetune import choose_modules, finetune_optimizer
 from rwsjax.rift.mrc import MRC
 from rwsjax.rift.select import select_alpha
-from rwsjax.train import checkpoint, sharding, steps
+from rwsjax.train import checkpoint, dispatch, sharding, steps
 from rwsjax import distributed
 from rwsjax.train.loop import Preempted, fit, stop_on_signal
 from rwsjax.train.state import TrainState, sgd
@@ -86,14 +86,19 @@ def module_criticality(s: Setup, at_variables) -> list[dict]:
         return read_json(path)["modules"]
     source = subset(s.splits["train"], c.mrc.num_examples, c.seed + 2)
     craft = steps.make_adversarial_examples(s.model, s.mesh, attack=s.eval_attack)
-    base = jax.random.PRNGKey(c.seed + 3)
     replicated = sharding.replicate(at_variables, s.mesh)
-    xs = []
     rows = sharding.local_rows(s.mesh, c.eval.batch_size)
-    for i, (images, labels, _) in enumerate(eval_batches(source, c.eval.batch_size, rows)):
-        x = craft(replicated, *sharding.shard_batch((images, labels), s.mesh), jax.random.fold_in(base, i))
-        xs.append(np.asarray(jax.device_get(x)))  # the whole batch, on every process
-    x_adv = np.concatenate(xs)[: len(source)]  # drop the padding of the last batch
+    batches = eval_batches(source, c.eval.batch_size, rows)
+    keys = dispatch.fold_in_keys(jax.random.PRNGKey(c.seed + 3), 0, -(-len(source) // c.eval.batch_size), s.mesh)
+
+    def crafted():
+        for (images, labels, _), key in zip(batches, keys):
+            batch = sharding.shard_batch((images, labels), s.mesh)
+            with dispatch.guard():
+                x = craft(replicated, *batch, key)
+            yield x
+    # the whole batch, on every process; the padding of the last batch dropped
+    x_adv = np.concatenate([np.asarray(x) for x in dispatch.fetch_lagged(crafted())])[: len(source)]
     n = len(source)
     mrc = MRC(s.model, at_variables, x_adv, source.labels, eps=c.mrc.eps, lr=c.mrc.learning_rate,
               epochs=c.mrc.epochs, batch_size=c.mrc.batch_size, project_every=c.mrc.project_every, seed=c.seed,
