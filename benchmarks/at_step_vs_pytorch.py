@@ -28,9 +28,11 @@ TORCH = "torch eager NCHW"  # the PyTorch rows' label
 
 VARIANTS = (  # (label, extra args, extra XLA_FLAGS): each optimization next to its before line
     ("rwsjax fp32, flax BatchNorm (before)", ["--batch_norm=flax"], ""),
+    ("rwsjax fp32, x - mean written out (before)", ["--batch_norm=centered"], ""),
     ("rwsjax fp32 (default)", [], ""),
     ("rwsjax fp32, --xla_cpu_use_onednn=true", [], "--xla_cpu_use_onednn=true"),
     ("rwsjax bf16 compute, fp32 weights", ["--dtype=bfloat16"], ""),
+    ("rwsjax fp32, x - mean written out, --cpu_devices=0 (before)", ["--batch_norm=centered", "--cpu_devices=0"], ""),
     ("rwsjax fp32, --cpu_devices=0 (one per core)", ["--cpu_devices=0"], ""),
     ("rwsjax fp32, YNNPACK off", [], "--xla_cpu_experimental_ynn_fusion_type="),
 )

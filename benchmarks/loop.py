@@ -25,17 +25,19 @@ import sys
 import tempfile
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+os.environ.setdefault("TQDM_DISABLE", "1")  # before rwsjax imports tqdm
 
-from rwsjax.data.batching import train_batches
-from rwsjax.data.sources import Split
-from rwsjax.models.registry import create_model
-from rwsjax.train import dispatch, sharding, steps
-from rwsjax.train.evaluate import evaluate
-from rwsjax.train.loop import fit
-from rwsjax.train.state import TrainState, sgd
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from rwsjax.data.batching import train_batches  # noqa: E402
+from rwsjax.data.sources import Split  # noqa: E402
+from rwsjax.models.registry import create_model  # noqa: E402
+from rwsjax.train import dispatch, sharding, steps  # noqa: E402
+from rwsjax.train.evaluate import evaluate  # noqa: E402
+from rwsjax.train.loop import fit  # noqa: E402
+from rwsjax.train.state import TrainState, sgd  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 import common  # noqa: E402

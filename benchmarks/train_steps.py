@@ -21,6 +21,7 @@ import numpy as np
 
 from rwsjax import distributed
 from rwsjax.attacks.pgd import pgd
+from rwsjax.models import batch_norm
 from rwsjax.models import common as model_common
 from rwsjax.models.registry import create_model
 from rwsjax.train import sharding, steps
@@ -30,6 +31,18 @@ sys.path.insert(0, os.path.dirname(__file__))
 import common  # noqa: E402
 
 ATTACK = dict(eps=8 / 255, step_size=2 / 255, steps=10, norm="linf", random_init=True)
+
+
+def centered_bwd(epsilon, res, cotangents):
+    """rwsjax BatchNorm's backward pass as of session 5 (``--batch_norm=centered``): x − μ as an array."""
+    x, scale, mean, inv = res
+    dy, dmean, dvar = cotangents
+    axes, n = tuple(range(x.ndim - 1)), x.size // x.shape[-1]
+    xc = x - mean
+    sum_dy, sum_dy_xc = jnp.sum(dy, axes), jnp.sum(dy * xc, axes)
+    k = scale * inv
+    dx = k * (dy - sum_dy / n - xc * (inv * inv) * (sum_dy_xc / n)) + dmean / n + xc * (2.0 * dvar / n)
+    return dx, sum_dy_xc * inv, sum_dy
 
 
 def main():
@@ -46,15 +59,18 @@ def main():
                          "pytorch_reference.py, whose loader would augment in worker processes)")
     ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                     help="computation dtype (parameters and optimizer stay float32)")
-    ap.add_argument("--batch_norm", default="rwsjax", choices=("rwsjax", "flax"),
-                    help="rwsjax: BatchNorm with the hand-written backward pass (default); flax: "
-                         "flax.linen.BatchNorm, autodiff backward (the before line)")
+    ap.add_argument("--batch_norm", default="rwsjax", choices=("rwsjax", "centered", "flax"),
+                    help="rwsjax: BatchNorm with the hand-written backward pass (default); centered: the "
+                         "same with x - mean written out as its own array (the session-5 backward, before "
+                         "line); flax: flax.linen.BatchNorm, autodiff backward (the first before line)")
     ap.add_argument("--cpu_devices", type=int, default=1,
                     help="split the CPU into this many JAX devices, batch sharded over them (rwsjax.main "
                          "--cpu_devices; 0 = one per core)")
     a = ap.parse_args()
     distributed.set_cpu_devices(a.cpu_devices)
-    model_common.BATCH_NORM_IMPL = a.batch_norm
+    model_common.BATCH_NORM_IMPL = "flax" if a.batch_norm == "flax" else "rwsjax"
+    if a.batch_norm == "centered":
+        batch_norm.batch_norm_train.defvjp(batch_norm._forward, centered_bwd)
     mesh = sharding.make_mesh()
     model = create_model(a.model, num_classes=10, width_multiplier=a.width, dtype=jnp.dtype(a.dtype))
     rng = np.random.default_rng(0)

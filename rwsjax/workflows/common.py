@@ -124,6 +124,10 @@ class Setup:
               f"(attacked: {len(self.val_robust)}), test {len(self.splits['test'])}; "
               f"{len(jax.devices())} device(s): {jax.devices()[0].platform}"
               + (f" on {jax.process_count()} processes" if jax.process_count() > 1 else ""))
+        cores = os.cpu_count() or 1
+        if jax.devices()[0].platform == "cpu" and len(jax.devices()) == 1 and cores > 1:
+            print(f"[data] hint: this CPU has {cores} cores; --cpu_devices=0 (one JAX device per core, batch sizes "
+                  "divisible by it) runs the PGD-AT step ~20% faster (README, Benchmarks)")
 
     def eval_step(self, restarts: int | None):
         """Clean-only (``restarts=None``) or PGD with ``restarts`` random restarts; compiled once each."""
