@@ -56,6 +56,9 @@ def test_guard_turns_implicit_copies_into_errors(monkeypatch):
     monkeypatch.delenv(dispatch.GUARD_ENV)
     with dispatch.guard():
         jax.random.fold_in(key, 5)
+    monkeypatch.setenv(dispatch.GUARD_ENV, "strict")
+    with pytest.raises(ValueError, match="RWSJAX_TRANSFER_GUARD='strict' is not a jax.transfer_guard level"):
+        dispatch.guard()
 
 
 @needs_data

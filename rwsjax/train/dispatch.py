@@ -24,6 +24,7 @@ import numpy as np
 from rwsjax.train import sharding
 
 GUARD_ENV = "RWSJAX_TRANSFER_GUARD"
+LEVELS = ("allow", "log", "disallow", "log_explicit", "disallow_explicit")
 
 
 def guard():
@@ -33,7 +34,11 @@ def guard():
       ValueError: the variable holds a level ``jax.transfer_guard`` does not know.
     """
     level = os.environ.get(GUARD_ENV)
-    return jax.transfer_guard(level) if level else contextlib.nullcontext()
+    if not level:
+        return contextlib.nullcontext()
+    if level not in LEVELS:
+        raise ValueError(f"{GUARD_ENV}={level!r} is not a jax.transfer_guard level; use one of {LEVELS} or unset it")
+    return jax.transfer_guard(level)
 
 
 @functools.lru_cache(maxsize=None)
