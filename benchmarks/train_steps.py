@@ -24,7 +24,7 @@ from rwsjax.attacks.pgd import pgd
 from rwsjax.models import batch_norm
 from rwsjax.models import common as model_common
 from rwsjax.models.registry import create_model
-from rwsjax.train import sharding, steps
+from rwsjax.train import regimes, sharding, steps
 from rwsjax.train.state import TrainState, sgd
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -107,8 +107,9 @@ def main():
     benches["PGD-10 attack (fori_loop)"] = lambda: attack_bench(False)
     benches["PGD-10 AT step (unrolled)"] = lambda: train_bench("pgd_at", True)
     benches["PGD-10 AT step (fori_loop)"] = lambda: train_bench("pgd_at", False)
-    for regime in ("trades", "mart", "score"):
-        benches[f"{regime.upper()} step (unrolled)"] = lambda r=regime: train_bench(r, True, beta=6.0)
+    for r in regimes.REGIMES.values():  # the pair objectives
+        if r.objective is not None:
+            benches[f"{r.label} step (unrolled)"] = lambda r=r: train_bench(r.name, True, beta=r.default_beta)
     benches["AT-AWP step (unrolled)"] = lambda: train_bench("pgd_at", True, awp_gamma=1e-2)
     benches["TRADES-AWP step (unrolled)"] = lambda: train_bench("trades", True, beta=6.0, awp_gamma=5e-3)
     only = [s.strip() for s in a.only.split(",") if s.strip()]

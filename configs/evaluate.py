@@ -23,7 +23,7 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     spec.loader.exec_module(rift)
     c = rift.get_config(preset)
     c.workflow = "evaluate"
-    del c["redo"]  # one stage, always recomputed
+    # Stages model, test, ood, autoattack, report are skipped when done; --config.redo=test recomputes test and later.
     del c["init_checkpoint"]
     c.checkpoint = ""                # required: an rwsjax (Orbax) variables directory or a PyTorch state_dict
     for block in ("at", "mrc", "ft", "interp"):  # training/selection settings play no part here

@@ -143,7 +143,7 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     c.log = ml_collections.ConfigDict()
     c.log.tensorboard = True
 
-    # Stages at, mrc, ft, interp, report are skipped when done in the workdir; --config.redo=mrc recomputes
+    # Stages at, mrc, ft, interp, ood, report are skipped when done in the workdir; --config.redo=mrc recomputes
     # MRC and everything after it (comma-separate several).
     c.redo = ""
 

@@ -107,6 +107,10 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     c.log = ml_collections.ConfigDict()
     c.log.tensorboard = True
 
+    # Stages (pre, one per zoo model, signatures, table, sweeps, transfer, analyses, report) are skipped when
+    # done in the workdir; --config.redo=signatures recomputes the signatures and every stage after them.
+    c.redo = ""
+
     if preset == "cpu":
         # ResNet-18 at width 16: plain VGG-16 (no BN) needs far more epochs than 2 CPU cores allow
         # to leave its initial plateau (measured: loss 4.61 → 4.50 after one CIFAR-100 epoch).

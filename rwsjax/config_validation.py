@@ -1,4 +1,8 @@
-"""Up-front config validation: every problem in one message, before any data is read or model trained."""
+"""Up-front config validation: every problem in one message, before any data is read or model trained.
+
+The fields every workflow shares are checked here (:func:`common`); each workflow checks its own
+(``rwsjax.workflows.<name>.validate``), and :func:`rwsjax.workflows.validate` joins the two.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ class ConfigError(ValueError):
     """The config cannot run; the message lists every problem found and the valid choices."""
 
 
-def _get(config, dotted: str):
+def get(config, dotted: str):
+    """``config.a.b`` for ``"a.b"``, or None when a block or field is absent."""
     node = config
     for part in dotted.split("."):
         if part not in node:
@@ -24,126 +29,89 @@ def _get(config, dotted: str):
     return node
 
 
-def validate(config) -> None:
-    """Check names, ranges and batch/device divisibility of a RiFT, RWS or evaluate config.
+def choice(problems: list[str], config, field: str, valid) -> None:
+    """Append a problem when ``field`` is set to a value outside ``valid`` (listed sorted)."""
+    value = get(config, field)
+    if value is not None and value not in valid:
+        problems.append(f"config.{field}={value!r} is not one of {sorted(valid)}")
 
-    Raises:
-      ConfigError: one message listing each bad field, its value and what is allowed.
-    """
-    from rwsjax.rift.finetune import STRATEGIES
-    from rwsjax.rift.mrc import PROJECT_EVERY
-    from rwsjax.train.steps import ATTACK_BN_MODES, BN_MODES, REGIMES
+
+def at_least(problems: list[str], config, field: str, low, strict: bool = False) -> None:
+    """Append a problem when ``field`` is set and below ``low`` (``strict``: not above it)."""
+    value = get(config, field)
+    if value is not None and (value <= low if strict else value < low):
+        problems.append(f"config.{field}={value!r} must be {'>' if strict else '≥'} {low}")
+
+
+def common(config) -> list[str]:
+    """Problems with the fields every workflow shares (``data``, ``model``, ``attack``/``eval``, ``ood``,
+    checkpoints, batch sizes), one line each with the valid choices."""
     from rwsjax.workflows.ood import SOURCES, SUMMARIES, corruption_list
 
     problems: list[str] = []
-
-    def choice(field, valid):
-        value = _get(config, field)
-        if value is not None and value not in valid:
-            problems.append(f"config.{field}={value!r} is not one of {sorted(valid)}")
-
-    def at_least(field, low, strict=False):
-        value = _get(config, field)
-        if value is not None and (value <= low if strict else value < low):
-            problems.append(f"config.{field}={value!r} must be {'>' if strict else '≥'} {low}")
-
     for field in ("data.name", "pre.dataset", "transfer.dataset"):
-        choice(field, DATASETS)
-    choice("model.name", MODELS)
-    at_least("model.width_multiplier", 0, strict=True)
+        choice(problems, config, field, DATASETS)
+    choice(problems, config, "model.name", MODELS)
+    at_least(problems, config, "model.width_multiplier", 0, strict=True)
     for field, example in (("model.mean", "0,0,0"), ("model.std", "1,1,1")):
-        value = _get(config, field)
+        value = get(config, field)
         if value is not None and (len(value) != 3 or (field == "model.std" and min(value) <= 0)):
             problems.append(f"config.{field}={tuple(value)} must be 3 per-channel values in [0, 1] pixel scale"
                             f"{' (all > 0)' if field == 'model.std' else ''}, e.g. --config.{field}={example}")
     for field in ("init_checkpoint", "checkpoint"):
-        path = _get(config, field)
+        path = get(config, field)
         if path and not os.path.exists(path):
             problems.append(f"config.{field}={path!r} does not exist: give an rwsjax variables directory "
                             "(WORKDIR/at/final) or a PyTorch state_dict file (.pt, .pth, .safetensors)")
     for block in ("attack", "eval"):
-        choice(f"{block}.norm", NORMS)
-        at_least(f"{block}.eps", 0)
-        at_least(f"{block}.step_size", 0, strict=True)
-        at_least(f"{block}.steps", 0)
-    at_least("eval.restarts", 1)
-    at_least("eval.apgd_iters", 1)
-    at_least("eval.apgd_targets", 0)  # 0: APGD-CE only
-    at_least("eval.apgd_restarts", 1)
-    at_least("eval.autoattack_size", 1)
-    choice("at.regime", REGIMES)
-    at_least("at.beta", 0)
-    at_least("at.awp_gamma", 0)
-    at_least("at.awp_warmup", 0)
-    if _get(config, "at.awp") and _get(config, "at.regime") == "standard":
-        problems.append("config.at.awp=True needs an adversarial config.at.regime (pgd_at, trades, mart or score)")
-    choice("at.attack_bn", ATTACK_BN_MODES)
-    choice("ft.bn_mode", BN_MODES)
-    choice("ft.modules", STRATEGIES)
-    choice("mrc.project_every", PROJECT_EVERY)
-    at_least("mrc.eps", 0)
-    at_least("mrc.threads", 1)
-    at_least("mrc.cache_gib", 0)
-    for block in ("at", "ft", "pre", "finetune", "mrc"):
-        at_least(f"{block}.epochs", 0)
-        at_least(f"{block}.learning_rate", 0)
-    alphas = _get(config, "interp.alphas")
-    if alphas is not None and any(not 0.0 <= a <= 1.0 for a in alphas):
-        problems.append(f"config.interp.alphas={tuple(alphas)} must lie in [0, 1]")
-    if _get(config, "ood.enabled"):
-        choice("ood.summary", SUMMARIES)
-        choice("ood.source", SOURCES)
-        if any(int(s) not in range(1, 6) for s in (_get(config, "ood.severities") or ())):
-            problems.append(f"config.ood.severities={tuple(_get(config, 'ood.severities'))} must be in 1..5")
-    for field in ("ood.corruptions", "corruptions.names"):
-        spec = _get(config, field)
-        if spec is not None and (field != "ood.corruptions" or _get(config, "ood.enabled")):
-            try:
-                corruption_list(spec, field)
-            except ValueError as e:
-                problems.append(str(e))
-    severity = _get(config, "corruptions.severity")
-    if severity is not None and severity not in range(1, 6):
-        problems.append(f"config.corruptions.severity={severity!r} must be in 1..5")
-    bits = _get(config, "signature.bits")
-    if bits is not None and bits not in range(1, 9):
-        problems.append(f"config.signature.bits={bits!r} must be in 1..8")
-    choice("signature.compose", ("sum", "mean"))
-    choice("signature.bn", ("target", "reestimate_clean", "reestimate_corrupted"))
-    at_least("signature.k", 1)
-    n = jax.device_count()
-    if _get(config, "redo") and config.get("workflow") == "rift":
-        from rwsjax.workflows.rift import STAGES
-        from rwsjax.workflows.stages import StageError, redo_list
+        choice(problems, config, f"{block}.norm", NORMS)
+        at_least(problems, config, f"{block}.eps", 0)
+        at_least(problems, config, f"{block}.step_size", 0, strict=True)
+        at_least(problems, config, f"{block}.steps", 0)
+    at_least(problems, config, "eval.restarts", 1)
+    at_least(problems, config, "eval.apgd_iters", 1)
+    at_least(problems, config, "eval.apgd_targets", 0)  # 0: APGD-CE only
+    at_least(problems, config, "eval.apgd_restarts", 1)
+    at_least(problems, config, "eval.autoattack_size", 1)
+    if get(config, "ood.enabled"):
+        choice(problems, config, "ood.summary", SUMMARIES)
+        choice(problems, config, "ood.source", SOURCES)
+        if any(int(s) not in range(1, 6) for s in (get(config, "ood.severities") or ())):
+            problems.append(f"config.ood.severities={tuple(get(config, 'ood.severities'))} must be in 1..5")
         try:
-            redo_list(config, STAGES)
-        except StageError as e:
+            corruption_list(get(config, "ood.corruptions"), "ood.corruptions")
+        except ValueError as e:
             problems.append(str(e))
-    at_least("mrc.batch_size", 1)  # MRC runs each module whole on one device: any batch size
+    n = jax.device_count()
     for block in ("at", "ft", "pre", "finetune", "eval"):
-        bs = _get(config, f"{block}.batch_size")
+        bs = get(config, f"{block}.batch_size")
         if bs is not None and (bs < 1 or bs % n):
             problems.append(f"config.{block}.batch_size={bs} must be a positive multiple of the {n} device(s)")
+    return problems
+
+
+def raise_problems(problems: list[str]) -> None:
+    """Raise one :class:`ConfigError` listing every problem (nothing when the list is empty)."""
     if problems:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
 
 
 def resolve_defaults(config) -> None:
-    """Fill the fields whose default depends on another field, in place (after :func:`validate`).
+    """Fill the fields whose default depends on another field, in place (after validation).
 
     ``at.beta`` None → the regime's paper β (TRADES 6, MART 6, SCORE 4; unused by PGD-AT);
-    ``at.awp_gamma`` / ``at.awp_warmup`` None → the AWP paper's γ and warm-up epochs for the regime.
-    The resolved values are what ``config.json`` records and stage records compare.
+    ``at.awp_gamma`` / ``at.awp_warmup`` None → the AWP paper's γ and warm-up epochs for the regime
+    (:data:`rwsjax.train.regimes.REGIMES`).  The resolved values are what stage records compare.
     """
-    from rwsjax.train import awp, steps
+    from rwsjax.train import regimes
     at = config.get("at")
     if at is None or "regime" not in at:
         return
+    regime = regimes.get(at.regime)
     if "beta" in at and at.beta is None:
-        at.beta = steps.DEFAULT_BETA.get(at.regime)  # None: the regime has no β
+        at.beta = regime.default_beta  # None: the regime has no β
     if "awp" in at:
-        gamma, warmup = awp.DEFAULTS.get(at.regime, (0.0, 0))
         if at.awp_gamma is None:
-            at.awp_gamma = gamma
+            at.awp_gamma = regime.awp_gamma
         if at.awp_warmup is None:
-            at.awp_warmup = warmup
+            at.awp_warmup = regime.awp_warmup

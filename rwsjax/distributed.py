@@ -107,31 +107,39 @@ def set_cpu_devices(n: int, environ=None) -> int:
     statistics are still taken over the whole batch (XLA sums them across devices).  Batch sizes must
     then divide by ``n``.  No effect on GPU/TPU runs (their devices are used, not the host's).
 
+    The count is JAX's ``jax_num_cpu_devices`` option of this process; the environment is only read, so
+    a child process gets its own count (its own ``--cpu_devices``, or ``XLA_FLAGS``), not this one's.
+
+    Args:
+      n: devices (``>= 0``; ``0``: ``os.cpu_count()``; ``1``, ``--cpu_devices``' default: no split asked
+        for, so a count that ``XLA_FLAGS`` sets, as ``launch/local.sh`` does, is kept).
+      environ: where to read ``XLA_FLAGS`` (default ``os.environ``).
+
     Returns:
-      the device count set (``n``, or the number of cores for ``0``); ``1`` leaves ``XLA_FLAGS`` untouched.
+      the CPU device count: the one ``XLA_FLAGS``' ``--xla_force_host_platform_device_count`` sets if it
+      does (then nothing is changed), else ``n`` (the number of cores for ``0``; ``1`` changes nothing).
 
     Raises:
-      ValueError: ``n < 0``; ``XLA_FLAGS`` already sets a different count; or JAX has already started
-        its CPU backend (call this before anything touches a device).
+      ValueError: ``n < 0``; ``n > 1`` and ``XLA_FLAGS`` sets another count; or JAX has already started
+        its backends with another count (call this before anything touches a device).
     """
     env = os.environ if environ is None else environ
     if n < 0:
         raise ValueError(f"--cpu_devices must be >= 0 (0 = one device per core), got {n}")
     n = n or os.cpu_count() or 1
-    flags = env.get("XLA_FLAGS", "")
-    current = [f.split("=", 1)[1] for f in flags.split() if f.startswith(CPU_DEVICES_FLAG + "=")]
+    current = [f.split("=", 1)[1] for f in env.get("XLA_FLAGS", "").split() if f.startswith(CPU_DEVICES_FLAG + "=")]
     if current:
-        if current[-1] != str(n):
+        if n != 1 and current[-1] != str(n):
             raise ValueError(f"XLA_FLAGS already sets {CPU_DEVICES_FLAG}={current[-1]}, which contradicts "
                              f"--cpu_devices={n}; drop one of the two")
-        return n
+        return int(current[-1])
     if n == 1:
         return 1
-    from jax._src import xla_bridge
-    if xla_bridge.backends_are_initialized():
+    try:
+        jax.config.update("jax_num_cpu_devices", n)
+    except RuntimeError:  # JAX's answer once its backends exist with another count
         raise ValueError("--cpu_devices must be applied before JAX starts its backends; call "
-                         "distributed.set_cpu_devices first (rwsjax.main does)")
-    env["XLA_FLAGS"] = f"{flags} {CPU_DEVICES_FLAG}={n}".strip()
+                         "distributed.set_cpu_devices first (rwsjax.main does)") from None
     return n
 
 

@@ -2,8 +2,8 @@
 
 The config file's ``get_config(preset)`` builds an ``ml_collections``
 ConfigDict; any field can be overridden (``--config.at.epochs=5``).  The
-resolved config is printed and written to ``DIR/config.json``; the workflow
-named by ``config.workflow`` then runs (or resumes) in ``DIR``.
+resolved config is printed; the workflow named by ``config.workflow`` then
+runs (or resumes) its stages in ``DIR`` (:mod:`rwsjax.workflows.stages`).
 
 Multi-process (multi-host) runs start one such process per host (or per
 GPU): on Cloud TPU, SLURM and Open MPI the processes find each other by
@@ -14,16 +14,11 @@ See ``launch/``.
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
-
-from rwsjax.report.writers import write_json
-
-WORKFLOWS = ("rift", "evaluate", "rws")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/rift.py:cpu.",
                                           lock_config=True)
@@ -38,48 +33,48 @@ _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 1, "CPU runs: split the host 
                                     "see README 'Benchmarks'). Batch sizes must divide by it.")
 
 
+def _fail(message: str) -> None:
+    """A user error: the message alone on stderr (no traceback, no flag help), exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO
     config = _CONFIG.value
     if config is None:
-        raise app.UsageError("--config is required, e.g. --config=configs/rift.py:cpu")
+        _fail("--config is required, e.g. --config=configs/rift.py:cpu")
     if _WORKDIR.value is None:
-        raise app.UsageError("--workdir is required, e.g. --workdir=runs/rift_cpu")
-    if config.workflow not in WORKFLOWS:
-        raise app.UsageError(f"unknown config.workflow {config.workflow!r}; valid: {WORKFLOWS}")
-    from rwsjax import distributed
+        _fail("--workdir is required, e.g. --workdir=runs/rift_cpu")
+    from rwsjax import distributed, workflows
     try:
         launch = distributed.resolve(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     except ValueError as e:
-        raise app.UsageError(str(e)) from None
+        _fail(str(e))
     try:
         distributed.set_cpu_devices(_CPU_DEVICES.value)
     except ValueError as e:
-        raise app.UsageError(str(e)) from None
+        _fail(str(e))
     distributed.initialize(launch)  # before anything touches a JAX device
-    from rwsjax.config_validation import ConfigError, resolve_defaults, validate
+    from rwsjax.config_validation import ConfigError, resolve_defaults
     try:
-        validate(config)
+        workflows.validate(config)
     except ConfigError as e:
-        raise app.UsageError(str(e)) from None
+        _fail(str(e))
     resolve_defaults(config)
     workdir = os.path.abspath(_WORKDIR.value)
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        _fail(f"--workdir={_WORKDIR.value} is a file; give a directory (new or of an earlier run)")
     os.makedirs(workdir, exist_ok=True)
     distributed.check_shared_workdir(workdir)
-    workflow = importlib.import_module(f"rwsjax.workflows.{config.workflow}")
-    if hasattr(workflow, "STAGES"):
-        from rwsjax.workflows import stages
-        try:
-            status = stages.prepare(workdir, config, workflow.STAGES)
-        except stages.StageError as e:
-            raise app.UsageError(str(e)) from None
-        print("[stages] " + ", ".join(f"{k}: {v}" for k, v in status.items()))
     print(config)
-    write_json(os.path.join(workdir, "config.json"), config.to_dict())
     from rwsjax.train.loop import Preempted
+    from rwsjax.workflows.stages import StageError
     try:
-        workflow.run(config, workdir)
+        workflows.get(config.workflow).run(config, workdir)
+    except StageError as e:
+        _fail(str(e))
     except Preempted as e:
         print(e, file=sys.stderr)
         sys.exit(143)

@@ -67,7 +67,7 @@ def test_awp_step_matches_its_definition(one_batch):
 
     params, stats = variables["params"], variables["batch_stats"]
     xf = x.astype(jnp.float32) / 255.0
-    _, k_adv = jax.random.split(jax.random.PRNGKey(0))
+    _, k_adv = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(0), 0))  # the step folds in state.step
     from rwsjax.attacks import pgd
     fn = steps.eval_logits_fn(model, variables)
     x_adv = pgd.pgd(fn, xf, y, k_adv, eps=8 / 255, step_size=2 / 255, steps=1, norm="linf", random_init=True,

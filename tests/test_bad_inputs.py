@@ -65,7 +65,7 @@ def _cli(*args, env=None):
 
 def _validate(**fields):
     def run(_):
-        from rwsjax.config_validation import validate
+        from rwsjax.workflows import validate
         c = _config()
         for field, value in fields.items():
             block, key = field.split("__")
@@ -76,7 +76,7 @@ def _validate(**fields):
 
 def _validate_with(**top):
     def run(_):
-        from rwsjax.config_validation import validate
+        from rwsjax.workflows import validate
         c = _config()
         for k, v in top.items():
             c[k] = v
@@ -85,13 +85,13 @@ def _validate_with(**top):
 
 
 def _batch_vs_devices(_):
-    from rwsjax import config_validation
+    from rwsjax import config_validation, workflows
     c = _config()
     c.at.batch_size = 64
     real = jax.device_count
     config_validation.jax.device_count = lambda: 3
     try:
-        return _raises(lambda: config_validation.validate(c))
+        return _raises(lambda: workflows.validate(c))
     finally:
         config_validation.jax.device_count = real
 
@@ -222,7 +222,24 @@ def _changed_config(tmp_path):
     os.makedirs(tmp_path / "run" / "at" / "final")
     (tmp_path / "run" / "config.json").write_text(json.dumps(c.to_dict()))
     c.at.epochs = 7
-    return _raises(lambda: stages.prepare(str(tmp_path / "run"), c, STAGES))
+    return _raises(lambda: stages.plan(str(tmp_path / "run"), c, STAGES))
+
+
+_HOLD = "import sys, time\nfrom rwsjax.workflows import stages\nwith stages.workdir_lock(sys.argv[1]):\n" \
+        "    print('locked', flush=True)\n    time.sleep(60)\n"
+
+
+def _workdir_in_use(tmp_path):
+    from rwsjax.workflows import stages
+    from rwsjax.workflows.rift import STAGES
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                              cwd=ROOT)
+    try:
+        holder.stdout.readline()
+        return _raises(lambda: stages.run(str(tmp_path), _config(), STAGES, lambda: None))
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def _multiprocess_partial(_):
@@ -277,6 +294,11 @@ def cases() -> list[Case]:
              _validate_with(redo="training"), ConfigError, ("unknown stage(s) ['training']", "'at'", "'mrc'")),
         Case("changed config in a used workdir", "re-run with `--config.at.epochs=7` where θ_AT is done",
              _changed_config, StageError, ("stage 'at'", "at.epochs: 2 → 7", "--config.redo=at", "new --workdir")),
+        Case("workdir in use", "a second run started on the workdir of a live run", _workdir_in_use, StageError,
+             ("is in use by process", "another --workdir")),
+        Case("workdir is a file", "`--workdir=FILE`",
+             _cli("--config={root}/configs/rift.py:smoke", "--workdir={root}/README.md"), SystemExit,
+             ("is a file", "give a directory")),
         Case("dataset not prepared (offline machine)", "`TFDS_DATA_DIR` pointing at an empty directory",
              _dataset_missing, DatasetNotFoundError, ("python -m rwsjax.data.prepare cifar10", "TFDS_DATA_DIR")),
         Case("impossible split size", "`--config.data.val_size=50000`", _val_too_large, ValueError,

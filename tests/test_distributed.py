@@ -61,14 +61,15 @@ def test_single_process_collectives_are_identity(tmp_path):
     distributed.check_shared_workdir(str(tmp_path))
 
 
-def test_set_cpu_devices_writes_xla_flags_once():
+def test_set_cpu_devices_checks_xla_flags_and_jax_start():
     env = {"XLA_FLAGS": "--xla_cpu_enable_fast_math=false"}
-    jax.devices()  # JAX has started: only calls that leave XLA_FLAGS as it is may pass
+    jax.devices()  # JAX has started: only calls that change no device count may pass
     assert distributed.set_cpu_devices(1, env) == 1 and env["XLA_FLAGS"] == "--xla_cpu_enable_fast_math=false"
     with pytest.raises(ValueError, match="before JAX starts"):
         distributed.set_cpu_devices(2, env)
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     assert distributed.set_cpu_devices(2, env) == 2  # already set, same count: nothing to do
+    assert distributed.set_cpu_devices(1, env) == 2  # the default asks for no split: launch/local.sh's count stays
     with pytest.raises(ValueError, match="contradicts --cpu_devices=3"):
         distributed.set_cpu_devices(3, env)
     with pytest.raises(ValueError, match=">= 0"):
@@ -78,10 +79,11 @@ def test_set_cpu_devices_writes_xla_flags_once():
 def test_cpu_devices_flag_splits_the_host(tmp_path):
     """A fresh process: --cpu_devices=0 gives one JAX device per core, 3 gives 3."""
     code = ("import os, sys; from rwsjax import distributed; n = distributed.set_cpu_devices(int(sys.argv[1])); "
-            "import jax; print(n, jax.device_count(), os.cpu_count())")
+            "import jax; print(n, jax.device_count(), os.cpu_count(), 'XLA_FLAGS' in os.environ)")
     for arg in ("0", "3"):
-        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+        env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
         out = subprocess.run([sys.executable, "-c", code, arg], env=env, capture_output=True, text=True,
                              check=True).stdout.split()
-        n, count, cores = map(int, out)
+        n, count, cores = map(int, out[:3])
         assert n == count == (cores if arg == "0" else 3)
+        assert out[3] == "False"  # the count is this process's JAX option: nothing for child processes

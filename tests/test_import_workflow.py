@@ -76,15 +76,15 @@ def test_partial_import_keeps_the_initial_head_when_the_class_count_differs(smok
 
 @needs_data
 def test_rift_adopts_init_checkpoint_as_theta_at(smoke_model, tmp_path):
-    from rwsjax.workflows.common import Setup
+    from rwsjax.workflows.common import Task
     from rwsjax.workflows.rift import adversarial_training
     c, _, like = smoke_model
     v = _shifted(like)
     c.init_checkpoint = str(tmp_path / "at.safetensors")
     c.log.tensorboard = False
     pytorch_io.save_state_dict(pytorch_io.export_state_dict(v), c.init_checkpoint)
-    s = Setup(c, str(tmp_path / "run"))
-    chex.assert_trees_all_equal(adversarial_training(s), v)
+    s = Task(c, str(tmp_path / "run"))
+    chex.assert_trees_all_equal(adversarial_training(s, {}), v)
     assert checkpoint.exists(str(tmp_path / "run" / "at" / "final"))
     assert not os.path.exists(tmp_path / "run" / "at" / "checkpoints")  # nothing was trained
 

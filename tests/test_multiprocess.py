@@ -49,7 +49,7 @@ def _variables(path):
 
 
 def _init_params():
-    """θ_0 of the check's config (what ``workflows.common.Setup`` initializes)."""
+    """θ_0 of the check's config (what ``workflows.common.Task`` initializes)."""
     import jax
     import jax.numpy as jnp
     sys.path.insert(0, os.path.join(ROOT, "configs"))
@@ -93,6 +93,10 @@ def runs(tmp_path_factory):
     _multi("at", at, str(root / "logs_at"))
     os.makedirs(os.path.join(multi, "at"))
     shutil.copytree(os.path.join(single, "at", "final"), os.path.join(multi, "at", "final"))
+    shutil.copytree(os.path.join(single, "stages"), os.path.join(multi, "stages"))  # θ_AT's stage record
+    for name in os.listdir(os.path.join(multi, "stages")):
+        if name != "at.json":
+            os.remove(os.path.join(multi, "stages", name))
     out = _multi("rift", multi, str(root / "logs"))
     return root, multi, single, out
 

@@ -27,6 +27,16 @@ def test_smoke_pipeline_end_to_end_with_resume(tmp_path):
     with open(tmp_path / "first.log", "w") as log:
         first = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.time() + 600
+        lock = workdir / ".lock"
+        while not (lock.exists() and lock.read_text()):  # the first run holds the workdir
+            assert first.poll() is None, open(tmp_path / "first.log").read()[-3000:]
+            assert time.time() < deadline, "no lock within 10 minutes"
+            time.sleep(0.2)
+        # A second run on the same workdir stops at once, naming the first.
+        t0 = time.time()
+        second = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert second.returncode == 2 and time.time() - t0 < 30, second.stderr[-2000:]
+        assert f"is in use by process {first.pid} on " in second.stderr.strip().splitlines()[-1]
         while not _steps(ckpts):  # wait for the end-of-epoch-1 checkpoint, then kill without warning
             assert first.poll() is None, open(tmp_path / "first.log").read()[-3000:]
             assert time.time() < deadline, "no checkpoint within 10 minutes"
@@ -40,6 +50,7 @@ def test_smoke_pipeline_end_to_end_with_resume(tmp_path):
     out = second.stdout + second.stderr
     assert second.returncode == 0, out[-4000:]
     assert f"[at] resumed from {ckpts} at step {killed_at}" in out  # resumed instead of starting over
+    assert f"taking over {workdir}/.lock from process {first.pid}" in out  # the killed run's lock
 
     results = json.loads((workdir / "results.json").read_text())
     assert len(results["mrc"]) == 21
@@ -67,14 +78,36 @@ def test_smoke_pipeline_end_to_end_with_resume(tmp_path):
         assert (workdir / name).exists(), name
     assert "| AT + RiFT" in (workdir / "report.md").read_text()
 
+    # A changed MRC field is refused in one line; with --config.redo=mrc, MRC and every later stage are
+    # recomputed from the recorded θ_AT, which is not retrained.
+    p = subprocess.run(cmd + ["--config.mrc.eps=0.2"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        f"error: stage 'mrc' in {workdir} is done with a different config (mrc.eps: 0.1 → 0.2). Recompute it and "
+        "the stages after it with --config.redo=mrc, or use a new --workdir."], p.stderr[-2000:]
+    p = subprocess.run(cmd + ["--config.mrc.eps=0.2", "--config.redo=mrc"], capture_output=True, text=True, cwd=ROOT,
+                       timeout=600)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
+    assert "[rift] at: done (computed in" in p.stdout
+    for stage in ("mrc", "ft", "interp", "ood", "report"):
+        assert f"[rift] {stage}: computed in" in p.stdout, stage
+    redone = json.loads((workdir / "results.json").read_text())
+    assert json.loads((workdir / "mrc.json").read_text())["eps"] == 0.2
+    assert redone["at"] == results["at"] and redone["timings_s"]["at"] == results["timings_s"]["at"]
+
     # The evaluate workflow on the saved θ_AT reproduces the report's clean/adversarial test numbers.
-    ev = subprocess.run([sys.executable, "-m", "rwsjax.main", f"--config={ROOT}/configs/evaluate.py:smoke",
-                         f"--workdir={tmp_path / 'eval'}", f"--config.checkpoint={workdir / 'at' / 'final'}",
-                         "--config.log.tensorboard=False", "--config.ood.enabled=False",
-                         "--config.eval.autoattack=True", "--config.eval.apgd_iters=3", "--config.eval.apgd_targets=2",
-                         "--config.eval.autoattack_size=40"],
-                        capture_output=True, text=True, cwd=ROOT, timeout=600)
+    evaluate = [sys.executable, "-m", "rwsjax.main", f"--config={ROOT}/configs/evaluate.py:smoke",
+                f"--workdir={tmp_path / 'eval'}", f"--config.checkpoint={workdir / 'at' / 'final'}",
+                "--config.log.tensorboard=False", "--config.ood.enabled=False", "--config.eval.autoattack=True",
+                "--config.eval.apgd_iters=3", "--config.eval.apgd_targets=2", "--config.eval.autoattack_size=40"]
+    ev = subprocess.run(evaluate, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert ev.returncode == 0, (ev.stdout + ev.stderr)[-4000:]
+    # Its stages are recorded too: the same command skips them all, another attack is refused.
+    again = subprocess.run(evaluate, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert again.returncode == 0 and all(f"[evaluate] {st}: done" in again.stdout
+                                         for st in ("model", "test", "ood", "autoattack", "report")), again.stdout
+    other = subprocess.run(evaluate + ["--config.eval.restarts=3"], capture_output=True, text=True, cwd=ROOT,
+                           timeout=300)
+    assert other.returncode == 2 and "stage 'test'" in other.stderr and "eval.restarts: 2 → 3" in other.stderr
     evaluation = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert evaluation["clean_accuracy"] == results["at"]["clean_accuracy"]
     assert evaluation["robust_accuracy"] == results["at"]["robust_accuracy"]

@@ -1,4 +1,5 @@
-"""Preemption and crashes: a run killed at several steps resumes to bit-identical weights."""
+"""Preemption and crashes: a run killed at several steps resumes to bit-identical weights — RiFT's θ_AT
+(PGD-AT) and the RWS zoo's θ_pre, each through the stage runner."""
 
 from __future__ import annotations
 
@@ -15,21 +16,25 @@ from conftest import ROOT, needs_data
 CHECK = os.path.join(ROOT, "tests", "pipeline_check.py")
 
 
-def _at(workdir, fault=None):
+# mode → (directory of its training stage in the workdir)
+STAGE_DIRS = {"at": "at", "zoo": os.path.join("zoo", "pre")}
+
+
+def _run(mode, workdir, fault=None):
     env = dict(os.environ, JAX_PLATFORMS="cpu", TQDM_DISABLE="1")
     env.pop("XLA_FLAGS", None)
     env.pop("RWSJAX_FAULT_AT_STEP", None)
     if fault:
         env["RWSJAX_FAULT_AT_STEP"] = fault
-    # 128 training images, batch 64: 2 steps per epoch; 3 epochs = 6 PGD-AT steps, checkpoint after each epoch.
-    return subprocess.run([sys.executable, CHECK, "at", workdir, "3"], env=env, capture_output=True, text=True,
+    # 128 training images, batch 64: 2 steps per epoch; 3 epochs = 6 steps, checkpoint after each epoch.
+    return subprocess.run([sys.executable, CHECK, mode, workdir, "3"], env=env, capture_output=True, text=True,
                           timeout=900, cwd=ROOT)
 
 
-def _final_state(workdir):
+def _final_state(stage_dir):
     """(step, training state) of the newest checkpoint: weights, BN statistics, momentum buffers."""
     import orbax.checkpoint as ocp
-    manager = ocp.CheckpointManager(os.path.join(workdir, "at", "checkpoints"))
+    manager = ocp.CheckpointManager(os.path.join(stage_dir, "checkpoints"))
     step = manager.latest_step()
     out = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
     manager.close()
@@ -38,28 +43,31 @@ def _final_state(workdir):
 
 @needs_data
 @pytest.mark.slow
-def test_killed_and_preempted_run_resumes_bit_identically(tmp_path):
+@pytest.mark.parametrize("mode", ["at", "zoo"])
+def test_killed_and_preempted_run_resumes_bit_identically(tmp_path, mode):
     interrupted, straight = str(tmp_path / "interrupted"), str(tmp_path / "straight")
+    stage = STAGE_DIRS[mode]
     # SIGKILL right after step 2 (end of epoch 1, before its checkpoint): starts over.
-    r = _at(interrupted, "2:KILL")
+    r = _run(mode, interrupted, "2:KILL")
     assert r.returncode == -9, r.stderr[-2000:]
-    assert not os.path.exists(os.path.join(interrupted, "at", "checkpoints", "2"))
+    assert not os.path.exists(os.path.join(interrupted, stage, "checkpoints", "2"))
     # SIGTERM after step 3 (mid-epoch 2): finishes the step, checkpoints step 3, exits 143 with a message.
-    r = _at(interrupted, "3:TERM")
+    r = _run(mode, interrupted, "3:TERM")
     assert r.returncode == 143, r.stderr[-2000:]
     assert "SIGTERM received: checkpoint written at step 3" in r.stderr
-    assert os.path.isdir(os.path.join(interrupted, "at", "checkpoints", "3"))
+    assert os.path.isdir(os.path.join(interrupted, stage, "checkpoints", "3"))
     # SIGKILL after step 5: resumes from the end-of-epoch-2 checkpoint (step 4), dies again.
-    r = _at(interrupted, "5:KILL")
+    r = _run(mode, interrupted, "5:KILL")
     assert r.returncode == -9 and "resumed from" in r.stdout and "at step 3" in r.stdout, r.stdout[-2000:]
-    r = _at(interrupted)
+    r = _run(mode, interrupted)
     assert r.returncode == 0 and "at step 4" in r.stdout, r.stderr[-2000:]
-    assert _at(straight).returncode == 0
-    (step_a, a), (step_b, b) = _final_state(interrupted), _final_state(straight)
+    assert "resumed and computed in" in r.stdout  # the stage runner saw the started stage
+    assert _run(mode, straight).returncode == 0
+    (step_a, a), (step_b, b) = (_final_state(os.path.join(d, stage)) for d in (interrupted, straight))
     assert step_a == step_b == 6
     for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))  # bit-identical on CPU
     from rwsjax.train import checkpoint
-    fa, fb = (checkpoint.load_variables(os.path.join(d, "at", "final")) for d in (interrupted, straight))
+    fa, fb = (checkpoint.load_variables(os.path.join(d, stage, "final")) for d in (interrupted, straight))
     for x, y in zip(jax.tree.leaves(fa), jax.tree.leaves(fb)):
         np.testing.assert_array_equal(x, y)

@@ -44,3 +44,22 @@ def test_rws_smoke_pipeline(tmp_path):
     for name in ("report.md", "layer_profile.png", "signature_similarity.png", "cross_dataset_similarity.png",
                  "lambda_sweep.png", "k_and_bits.png"):
         assert (workdir / name).exists(), name
+    assert set(r["timings_s"]) >= {"pre", "cifar10_clean", "cifar10_fog", "signatures", "table", "analyses"}
+
+    # A changed signature field is refused in one line naming it, its old and new value and the redo flag ...
+    p = subprocess.run(cmd + ["--config.signature.k=1"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        f"error: stage 'signatures' in {workdir} is done with a different config (signature.k: 2 → 1). Recompute it "
+        "and the stages after it with --config.redo=signatures, or use a new --workdir."], p.stderr[-2000:]
+    assert json.loads((workdir / "results.json").read_text()) == r
+    # ... and with it the signatures and everything after them are recomputed, the zoo is not retrained.
+    p = subprocess.run(cmd + ["--config.signature.k=1", "--config.redo=signatures"], capture_output=True, text=True,
+                       cwd=ROOT, timeout=600)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
+    for zoo_model in ("pre", "cifar10_clean", "cifar10_fog", "cifar100_fog", "cifar10_clean_continued"):
+        assert f"[rws] {zoo_model}: done (computed in" in p.stdout
+    for stage in ("signatures", "table", "sweeps", "transfer", "analyses", "report"):
+        assert f"[rws] {stage}: computed in" in p.stdout
+    k1 = json.loads((workdir / "results.json").read_text())
+    assert k1["signature_layers"] == ["features.0"] and k1["table"] != r["table"]
+    assert k1["timings_s"]["cifar10_fog"] == r["timings_s"]["cifar10_fog"]  # the zoo model's recorded time

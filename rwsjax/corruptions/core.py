@@ -26,11 +26,12 @@ import numpy as np
 from rwsjax.corruptions.ops import OPS
 from rwsjax.corruptions.params import (
     CORRUPTION_IDS,
-    CORRUPTIONS,
     PARAMS,
     RANDOM_CORRUPTIONS,
     RESOLUTIONS,
-    SEVERITIES,
+    check_name,
+    check_resolution,
+    check_severity,
 )
 
 __all__ = [
@@ -47,49 +48,6 @@ __all__ = [
 #: Images per internal chunk of `corrupt_batch` (bounds float64 temporaries;
 #: results do not depend on it).
 _CHUNK = 500
-
-
-def check_name(name) -> str:
-    """Returns `name` if it is one of `CORRUPTIONS`.
-
-    Raises:
-      TypeError: `name` is not a str.
-      ValueError: unknown corruption; the message lists all valid names.
-    """
-    if not isinstance(name, str):
-        raise TypeError(f"corruption name must be a str, got {type(name).__name__}; valid names: {', '.join(CORRUPTIONS)}")
-    if name not in CORRUPTION_IDS:
-        raise ValueError(f"Unknown corruption {name!r}; valid names: {', '.join(CORRUPTIONS)}")
-    return name
-
-
-def check_severity(severity) -> int:
-    """Returns `severity` as an int if it is an integer in 1..5.
-
-    Raises:
-      TypeError: not an integer (bools and floats are refused).
-      ValueError: outside 1..5.
-    """
-    if isinstance(severity, bool) or not isinstance(severity, numbers.Integral):
-        raise TypeError(f"severity must be an int in {list(SEVERITIES)}, got {severity!r} ({type(severity).__name__})")
-    severity = int(severity)
-    if severity not in SEVERITIES:
-        raise ValueError(f"severity must be one of {list(SEVERITIES)}, got {severity}")
-    return severity
-
-
-def check_resolution(resolution) -> int:
-    """Returns `resolution` if a parameter table exists for it (32 or 64).
-
-    Raises:
-      ValueError: no table for it (lists the valid resolutions).
-    """
-    if isinstance(resolution, bool) or not isinstance(resolution, numbers.Integral) or int(resolution) not in PARAMS:
-        raise ValueError(
-            f"resolution must be one of {list(RESOLUTIONS)} (32: CIFAR-10/100-C constants, "
-            f"64: Tiny-ImageNet-C constants), got {resolution!r}"
-        )
-    return int(resolution)
 
 
 def _check_seed(value, what: str) -> int:

@@ -41,6 +41,7 @@ scale, plasma-fractal map size) are in `FROST_SCALE` and `PLASMA_MAPSIZE`.
 
 from __future__ import annotations
 
+import numbers
 import types
 
 __all__ = [
@@ -238,6 +239,49 @@ PLASMA_MAPSIZE: types.MappingProxyType = types.MappingProxyType({32: 32, 64: 64}
 FROST_FILES: tuple[str, ...] = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
 
 
+def check_name(name) -> str:
+    """Returns `name` if it is one of `CORRUPTIONS`.
+
+    Raises:
+      TypeError: `name` is not a str.
+      ValueError: unknown corruption; the message lists all valid names.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"corruption name must be a str, got {type(name).__name__}; valid names: {', '.join(CORRUPTIONS)}")
+    if name not in CORRUPTION_IDS:
+        raise ValueError(f"Unknown corruption {name!r}; valid names: {', '.join(CORRUPTIONS)}")
+    return name
+
+
+def check_severity(severity) -> int:
+    """Returns `severity` as an int if it is an integer in 1..5.
+
+    Raises:
+      TypeError: not an integer (bools and floats are refused).
+      ValueError: outside 1..5.
+    """
+    if isinstance(severity, bool) or not isinstance(severity, numbers.Integral):
+        raise TypeError(f"severity must be an int in {list(SEVERITIES)}, got {severity!r} ({type(severity).__name__})")
+    severity = int(severity)
+    if severity not in SEVERITIES:
+        raise ValueError(f"severity must be one of {list(SEVERITIES)}, got {severity}")
+    return severity
+
+
+def check_resolution(resolution) -> int:
+    """Returns `resolution` if a parameter table exists for it (32 or 64).
+
+    Raises:
+      ValueError: no table for it (lists the valid resolutions).
+    """
+    if isinstance(resolution, bool) or not isinstance(resolution, numbers.Integral) or int(resolution) not in PARAMS:
+        raise ValueError(
+            f"resolution must be one of {list(RESOLUTIONS)} (32: CIFAR-10/100-C constants, "
+            f"64: Tiny-ImageNet-C constants), got {resolution!r}"
+        )
+    return int(resolution)
+
+
 def params_for(name: str, severity: int, resolution: int = 32):
     """The reference constants of one corruption at one severity.
 
@@ -253,8 +297,6 @@ def params_for(name: str, severity: int, resolution: int = 32):
       ValueError: unknown name, severity or resolution (lists the valid ones).
       TypeError: severity is not an int.
     """
-    from rwsjax.corruptions.core import check_name, check_resolution, check_severity
-
     check_name(name)
     check_severity(severity)
     check_resolution(resolution)

@@ -6,6 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
+from rwsjax.train import regimes
+
 
 def _fmt(v, digits=2):
     if v is None:
@@ -21,14 +23,16 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     return "\n".join(lines) + "\n"
 
 
-_REGIME_NAMES = {"pgd_at": "PGD-AT", "trades": "TRADES", "mart": "MART", "score": "SCORE", "standard": "standard"}
-
-
 def regime_label(at: dict) -> str:
-    """``"TRADES (β=6)"``, ``"PGD-AT + AWP (γ=0.01)"``… from an ``at`` config block (a dict)."""
+    """``"TRADES (β=6)"``, ``"PGD-AT + AWP (γ=0.01)"``… from an ``at`` config block (a dict).
+
+    The name is the regime's ``label`` in :data:`rwsjax.train.regimes.REGIMES` (an unknown regime prints
+    as it is written); β is shown for the regimes with a pair objective.
+    """
     regime = at.get("regime", "pgd_at")
-    label = _REGIME_NAMES.get(regime, regime)
-    if regime in ("trades", "mart", "score") and at.get("beta") is not None:
+    spec = regimes.REGIMES.get(regime)
+    label = regime if spec is None else spec.label
+    if spec is not None and spec.objective is not None and at.get("beta") is not None:
         label += f" (β={at['beta']:g})"
     if at.get("awp"):
         label += f" + AWP (γ={at['awp_gamma']:g})"

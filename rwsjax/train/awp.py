@@ -8,7 +8,7 @@ dimensions: conv and dense kernels; biases and BatchNorm are not perturbed),
 the layer-wise *relative* perturbation of size γ.  The training step then takes the gradient of the same
 objective at ``w + v`` and applies it to ``w`` (the official code adds ``v``, steps, and subtracts ``v``
 again).  Official defaults on CIFAR-10: γ = 1e-2 with PGD-AT (no warm-up), γ = 5e-3 with TRADES after a
-10-epoch warm-up.
+10-epoch warm-up; every regime's γ and warm-up are in :data:`rwsjax.train.regimes.REGIMES`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,6 @@ import jax.numpy as jnp
 
 PyTree = Any
 
-# (γ, warm-up epochs) of the official code: AT_AWP/train_cifar10.py and TRADES_AWP/train_trades_cifar10.py.
-# MART and SCORE have no official AWP recipe: MART takes PGD-AT's, SCORE TRADES' (its TRADES-style loss).
-DEFAULTS = {"pgd_at": (1e-2, 0), "mart": (1e-2, 0), "trades": (5e-3, 10), "score": (5e-3, 10)}
 EPS = 1e-20  # the official code's guard in ‖g‖
 
 

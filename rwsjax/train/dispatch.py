@@ -3,8 +3,10 @@
 A jitted step returns as soon as it is queued (JAX's asynchronous dispatch).  A loop that reads each
 step's result before it builds the next batch leaves the device idle while the host slices, copies and
 queues that batch; fetching results ``depth`` steps late overlaps the two.  A Python ``int`` handed to a
-device computation (``jax.random.fold_in(key, step)``, ``array[i]``) is a host-to-device copy per step;
-:func:`fold_in_keys` makes a whole loop's keys in one program instead.  Loops call their step (after the
+device computation (``jax.random.fold_in(key, i)``, ``array[i]``) is a host-to-device copy per step.  A
+train step folds its own ``state.step`` into the run's key (no copy); loops without such a counter on the
+device (evaluation batches, crafting MRC's examples) take their keys from :func:`fold_in_keys`, one
+program for the whole loop.  Loops call their step (after the
 batch's one explicit copy) under :func:`guard`, so ``RWSJAX_TRANSFER_GUARD=disallow`` (the tests) turns
 any implicit copy left in them into an error (``jax.transfer_guard``).
 """

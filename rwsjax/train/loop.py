@@ -4,7 +4,7 @@ Resumable: the state is checkpointed after every epoch and when SIGTERM or
 SIGINT arrives (after the step in flight finishes); running the same command
 again restores the latest checkpoint and continues at the exact batch where
 it stopped (the data order is a function of ``(seed, epoch)`` and the step's
-random key of ``(seed, step)``), so an interrupted run ends with the same
+random key of ``(seed, step)``, folded in by the step itself), so an interrupted run ends with the same
 weights as an uninterrupted one.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import os
 import signal
 import sys
 from typing import Callable
@@ -73,11 +72,6 @@ def _restore_newest_readable(ckpt: Checkpoints, name: str, state, best, replicat
                           ". Move the directory away to start this stage over")
 
 
-# Testing hook: "STEP:KILL" or "STEP:TERM" sends SIGKILL (a crash) or SIGTERM (a preemption notice) to this
-# process right after global step STEP.
-_FAULT = "RWSJAX_FAULT_AT_STEP"
-
-
 def fit(
     *,
     name: str,
@@ -100,7 +94,8 @@ def fit(
       name: stage name used in progress bars, logs and TensorBoard tags.
       directory: checkpoint directory of this stage (created if missing).
       state: initial :class:`TrainState` (ignored if a checkpoint exists).
-      train_step: jitted ``(state, images_u8, labels, key) -> (state, metrics)``.
+      train_step: jitted ``(state, images_u8, labels, key) -> (state, metrics)``, given the same base key
+        ``PRNGKey(seed)`` every step (it folds in ``state.step`` itself, :func:`rwsjax.train.steps.make_train_step`).
       train: training split (uint8 images ``[N,H,W,C]``, int32 labels ``[N]``).
       validate: ``variables -> {metric: value}`` on the validation split.
       select: the validation metric to maximize (e.g. ``"robust_accuracy"``).
@@ -129,7 +124,8 @@ def fit(
         print(f"[{name}] resumed from {directory} at step {int(state.step)}")
     # Fresh device buffers: the jitted step donates the state, which must not delete the caller's arrays.
     state = sharding.replicate(jax.device_get(state), mesh)
-    base_key = jax.random.PRNGKey(seed)
+    # The step folds its own step count into this key (steps.make_train_step): one device array for the run.
+    base_key = sharding.replicate(np.asarray(jax.random.PRNGKey(seed)), mesh)
     step = int(state.step)
     first_epoch, offset = divmod(step, spe)
     rows = sharding.local_rows(mesh, batch_size)  # this process's share of every global batch
@@ -141,7 +137,6 @@ def fit(
         for epoch in range(first_epoch, epochs):
             bar = tqdm(total=spe, initial=offset, desc=f"{name} {epoch + 1}/{epochs}", leave=False)
             sums = {}
-            keys = dispatch.fold_in_keys(base_key, step, spe - offset, mesh)  # fold_in(base_key, step)
             pending = collections.deque()  # (step, device metrics) queued but not read back yet
 
             def finish():
@@ -163,15 +158,12 @@ def fit(
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{100 * metrics['accuracy']:.1f}")
 
             batches = train_batches(train, batch_size, seed=seed, epoch=epoch, start_step=offset, rows=rows)
-            for (images, labels), key in zip(batches, keys):
+            for images, labels in batches:
                 batch = sharding.shard_batch((images, labels), mesh)  # the one (explicit) copy per step
                 with dispatch.guard():
-                    state, metrics = train_step(state, *batch, key)
+                    state, metrics = train_step(state, *batch, base_key)
                 step += 1
                 pending.append((step, metrics))
-                fault = os.environ.get(_FAULT, "").split(":")
-                if fault[0] == str(step):
-                    os.kill(os.getpid(), signal.SIGKILL if fault[1:] == ["KILL"] else signal.SIGTERM)
                 while len(pending) > in_flight:
                     finish()
                 # All processes must stop at the same step (the checkpoint is a collective).

@@ -1,6 +1,6 @@
 """Pure, jitted train and evaluation steps.
 
-Every step is ``f(state, images_u8, labels, key) -> (state', metrics)`` and is
+Every train step is ``f(state, images_u8, labels, key) -> (state', metrics)`` and is
 compiled once per shape with the batch sharded over the mesh and the state
 replicated (see :mod:`rwsjax.train.sharding`).
 """
@@ -18,13 +18,9 @@ from rwsjax.attacks import apgd as apgd_lib
 from rwsjax.attacks import pgd as pgd_lib
 from rwsjax.data.augment import random_crop_flip
 from rwsjax.train import awp as awp_lib
-from rwsjax.train import losses, sharding
+from rwsjax.train import regimes, sharding
 from rwsjax.train.state import TrainState
 
-REGIMES = ("standard", "pgd_at", "trades", "mart", "score")
-# Clean/adversarial pair objectives (two train-mode passes) and their papers' CIFAR-10 β.
-PAIR_OBJECTIVES = {"trades": losses.trades_loss, "mart": losses.mart_loss, "score": losses.score_loss}
-DEFAULT_BETA = {"trades": 6.0, "mart": 6.0, "score": 4.0}
 ATTACK_BN_MODES = ("batch", "eval")
 BN_MODES = ("train", "frozen")
 
@@ -75,24 +71,27 @@ def make_train_step(
       model: Flax model taking [0,1] images ``[B, H, W, C]``.
       tx: optax optimizer (a masked one freezes parameters, see ``rift.finetune``).
       mesh: device mesh; batch sharded over ``"data"``, state replicated.
-      regime: ``"standard"`` (clean cross-entropy), ``"pgd_at"`` (Madry et
-        al. 2018: minimize the cross-entropy on PGD examples, Eq. 2.1),
-        ``"trades"`` (Zhang et al. 2019, Eq. 5: CE + β·KL, x' from PGD on the
-        KL), ``"mart"`` (Wang et al. 2020: boosted CE + β·weighted KL, x' from
-        PGD on the CE) or ``"score"`` (Pang et al. 2022: squared errors between
-        probability vectors, x' from PGD on ‖p(x') − p(x)‖²; see
-        :mod:`rwsjax.train.losses`); TRADES/MART start their attack at
-        x + 0.001·N(0, I) as their official code does, SCORE at a uniform ball
-        sample; all three run the clean and adversarial batches as two
-        train-mode passes (BN statistics updated by both).
-      attack: PGD keyword arguments (:func:`attack_kwargs`) for ``pgd_at``.
+      regime: a name of :data:`rwsjax.train.regimes.REGIMES`: ``"standard"``
+        (clean cross-entropy), ``"pgd_at"`` (Madry et al. 2018: cross-entropy
+        on PGD examples, Eq. 2.1), ``"trades"`` (Zhang et al. 2019, Eq. 5: CE +
+        β·KL, x' from PGD on the KL), ``"mart"`` (Wang et al. 2020: boosted CE +
+        β·weighted KL, x' from PGD on the CE) or ``"score"`` (Pang et al. 2022:
+        squared errors between probability vectors, x' from PGD on
+        ‖p(x') − p(x)‖²; see :mod:`rwsjax.train.losses`).  The entry gives the
+        attack's loss and start (TRADES/MART: x + 0.001·N(0, I), as in their
+        official code; PGD-AT/SCORE: a uniform ε-ball sample) and the
+        objective; here the pair objectives (TRADES/MART/SCORE) run the clean
+        and the adversarial batch as two train-mode passes (BN statistics
+        updated by both).
+      attack: PGD keyword arguments (:func:`attack_kwargs`) for the adversarial regimes.
       attack_bn: BatchNorm while crafting training attacks: ``"batch"`` (batch
-        statistics, running averages not updated — Bag of Tricks practice) or
-        ``"eval"`` (running statistics).
+        statistics, running averages not updated; rwsjax's default) or
+        ``"eval"`` (running statistics, the alternative).
       bn_mode: ``"train"`` (batch statistics, running averages updated) or
         ``"frozen"`` (running statistics used and kept).
       augment: pad-4 reflect random crop + horizontal flip on device.
-      beta: the TRADES/MART/SCORE trade-off β (``DEFAULT_BETA``: 6, 6, 4).
+      beta: the TRADES/MART/SCORE trade-off β (the papers' values are each
+        regime's ``default_beta``: 6, 6, 4; this argument does not default to them).
       awp_gamma: adversarial weight perturbation γ (Wu et al. 2020; 0 = off):
         the gradient is taken at w + v with v from :func:`rwsjax.train.awp.perturbation`
         of the same objective, and applied to w.  Needs an adversarial regime.
@@ -101,45 +100,52 @@ def make_train_step(
     Returns:
       ``step(state, images_u8 [B,H,W,C] uint8, labels [B] int32, key) ->
       (state, {"loss", "accuracy"})`` — accuracy is on the examples trained on
-      (adversarial ones for ``pgd_at``), in [0, 1].
+      (adversarial ones for ``pgd_at``), in [0, 1].  ``key`` is the run's base
+      key, the same every step: the step's own randomness (augmentation,
+      attack start) is ``fold_in(key, state.step)``, made inside the step, so a
+      loop passes one device array and a resumed run draws what an
+      uninterrupted one would.
 
     Raises:
-      ValueError: unknown ``regime``, ``attack_bn`` or ``bn_mode``; AWP with ``regime="standard"``.
+      ValueError: unknown ``regime``, ``attack_bn`` or ``bn_mode``; AWP with a regime without attack
+        (``"standard"``).
     """
-    for value, valid, what in ((regime, REGIMES, "regime"), (attack_bn, ATTACK_BN_MODES, "attack_bn"),
-                               (bn_mode, BN_MODES, "bn_mode")):
+    spec = regimes.get(regime)
+    for value, valid, what in ((attack_bn, ATTACK_BN_MODES, "attack_bn"), (bn_mode, BN_MODES, "bn_mode")):
         if value not in valid:
             raise ValueError(f"unknown {what} {value!r}; valid: {valid}")
-    if awp_gamma and regime == "standard":
-        raise ValueError("AWP perturbs the weights against an adversarial loss; it needs regime pgd_at, trades, "
-                         "mart or score, not 'standard'")
+    if awp_gamma and not spec.adversarial:
+        names = [n for n, r in regimes.REGIMES.items() if r.adversarial]
+        raise ValueError(f"AWP perturbs the weights against an adversarial loss; it needs regime "
+                         f"{', '.join(names[:-1])} or {names[-1]}, not {regime!r}")
 
     def step(state: TrainState, images_u8, labels, key):
-        k_aug, k_adv = jax.random.split(key)
+        k_aug, k_adv = jax.random.split(jax.random.fold_in(key, state.step))
         x = _images(images_u8)
         if augment:
             x = random_crop_flip(k_aug, x)
         x_adv = None
-        if regime != "standard":
+        if spec.adversarial:
             v = state.variables
             fn = batch_stats_logits_fn(model, v) if attack_bn == "batch" else eval_logits_fn(model, v)
-            if regime == "pgd_at":
-                x = pgd_lib.pgd(fn, x, labels, k_adv, **attack)
-            elif regime == "mart":
-                x_adv = pgd_lib.pgd(fn, x, labels, k_adv, **attack, gaussian_start=0.001)
-            else:  # TRADES / SCORE: move the prediction away from the clean one
+            attack_loss = None  # "ce": PGD's own cross-entropy of the labels
+            if spec.attack_loss != "ce":  # move the prediction away from the clean one
                 clean = jax.lax.stop_gradient(fn(x))
-                distance = losses.kl_divergence if regime == "trades" else losses.squared_error
-                x_adv = pgd_lib.pgd(fn, x, labels, k_adv, **attack,
-                                    gaussian_start=0.001 if regime == "trades" else None,
-                                    loss_fn=lambda logits, _: distance(clean, logits))
+                distance = regimes.PREDICTION_DISTANCES[spec.attack_loss]
+                attack_loss = lambda logits, _: distance(clean, logits)
+            crafted = pgd_lib.pgd(fn, x, labels, k_adv, **attack, gaussian_start=spec.attack_start,
+                                  loss_fn=attack_loss)
+            if spec.objective is None:  # train on the adversarial examples alone
+                x = crafted
+            else:
+                x_adv = crafted
 
         def loss_fn(params):
             variables = {"params": params, "batch_stats": state.batch_stats}
-            if x_adv is not None:  # TRADES / MART / SCORE: clean and adversarial batches, two train-mode passes
+            if x_adv is not None:  # pair objective: clean and adversarial batches, two train-mode passes
                 nat, upd = model.apply(variables, x, train=True, mutable=["batch_stats"])
                 adv, upd = model.apply({"params": params, **upd}, x_adv, train=True, mutable=["batch_stats"])
-                return PAIR_OBJECTIVES[regime](nat, adv, labels, beta), (adv, upd["batch_stats"])
+                return spec.objective(nat, adv, labels, beta), (adv, upd["batch_stats"])
             if bn_mode == "train":
                 logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
                 new_stats = updates["batch_stats"]

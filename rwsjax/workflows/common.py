@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -102,57 +104,133 @@ def load_model(path: str, like: dict, model, *, partial: bool = False) -> dict:
     return result.variables
 
 
-class Setup:
-    """What every stage needs: splits, model, initial variables, mesh and compiled eval steps."""
+class _Frozen(tuple):
+    """A dict argument as a hashable tuple of items."""
 
-    def __init__(self, config, workdir):
+
+@functools.lru_cache(maxsize=None)
+def _compiled(make: Callable, model, mesh, frozen: tuple) -> Callable:
+    return make(model, mesh, **{k: dict(v) if isinstance(v, _Frozen) else v for k, v in frozen})
+
+
+def compiled(make: Callable, model, mesh, **kwargs) -> Callable:
+    """``make(model, mesh, **kwargs)`` built once per distinct arguments for the whole process: the one cache of
+    compiled evaluation steps (``steps.make_eval_step``, ``steps.make_autoattack_step``, ...).  Flax modules
+    and meshes compare by value, so two tasks with the same architecture share their steps."""
+    frozen = tuple(sorted((k, _Frozen(sorted(v.items())) if isinstance(v, dict) else v) for k, v in kwargs.items()))
+    return _compiled(make, model, mesh, frozen)
+
+
+class Task:
+    """One dataset of a workflow: its splits, model, initial variables, mesh and compiled evaluation.
+
+    Splits and variables are read on first use, so a run whose stages are all done reads no data.
+
+    Args:
+      config: the run's config (``data``, ``model``, ``eval`` blocks; ``resolve_defaults`` is applied).
+      workdir: the run's directory (generated corrupted sets go to ``WORKDIR/corrupted_tfds``).
+      dataset: a :data:`~rwsjax.data.sources.DATASETS` name; default ``config.data.name``.
+      sizes: ``(val_size, train_size, test_size)``; default the ``config.data`` ones.
+      mesh: the device mesh (default: every device); tasks of one run share it.
+      seed: seed of the initial variables (default ``config.seed``).
+    """
+
+    def __init__(self, config, workdir: str, dataset: str | None = None, *, sizes=None, mesh=None,
+                 seed: int | None = None):
         resolve_defaults(config)  # idempotent; main has done it already for command-line runs
         self.config, self.workdir = config, workdir
-        self.mesh = sharding.make_mesh()
-        self.splits = load_splits(config.data.name, data_dir=config.data.data_dir, val_size=config.data.val_size,
-                                  train_size=config.data.train_size, test_size=config.data.test_size,
-                                  seed=config.seed, lazy=jax.process_count() > 1)  # per-host reading
-        self.model, example = build_model(config, config.data.name)
-        self.init_variables = init_variables(self.model, example, config.seed)
-        self.kernels = kernels(self.init_variables["params"],
-                               call_order(self.model, self.init_variables, example))
-        self.val_robust = subset(self.splits["val"], config.at.get("val_robust_size"), config.seed + 1)
-        self.eval_attack = steps.attack_kwargs(config.eval)
-        self._eval_steps = {}
-        self.writer = summary_writer(config, workdir)
-        print(f"[data] {config.data.name}: train {len(self.splits['train'])}, val {len(self.splits['val'])} "
-              f"(attacked: {len(self.val_robust)}), test {len(self.splits['test'])}; "
-              f"{len(jax.devices())} device(s): {jax.devices()[0].platform}"
+        self.dataset = dataset or config.data.name
+        self.sizes = sizes or (config.data.val_size, config.data.train_size, config.data.test_size)
+        self.mesh = mesh if mesh is not None else sharding.make_mesh()
+        self.seed = config.seed if seed is None else seed
+        self.model, self.example = build_model(config, self.dataset)
+        self.eval_attack = steps.attack_kwargs(config.eval) if "eps" in config.eval else None
+        self._corrupted = {}
+
+    @functools.cached_property
+    def writer(self):
+        """The run's TensorBoard writer (None when ``log.tensorboard`` is off and on processes other than 0)."""
+        return summary_writer(self.config, self.workdir)
+
+    def close(self) -> None:
+        """Flush and close the writer, if one was opened."""
+        if self.__dict__.get("writer") is not None:
+            self.writer.close()
+
+    @functools.cached_property
+    def splits(self) -> dict:
+        c = self.config
+        val, train, test = self.sizes
+        splits = load_splits(self.dataset, data_dir=c.data.data_dir, val_size=val, train_size=train,
+                             test_size=test, seed=c.seed, lazy=jax.process_count() > 1)  # per-host reading
+        print(f"[data] {self.dataset}: train {len(splits['train'])}, val {len(splits['val'])}, test "
+              f"{len(splits['test'])}; {len(jax.devices())} device(s): {jax.devices()[0].platform}"
               + (f" on {jax.process_count()} processes" if jax.process_count() > 1 else ""))
         cores = os.cpu_count() or 1
         if jax.devices()[0].platform == "cpu" and len(jax.devices()) == 1 and cores > 1:
             print(f"[data] hint: this CPU has {cores} cores; --cpu_devices=0 (one JAX device per core, batch sizes "
                   "divisible by it) runs the PGD-AT step ~20% faster (README, Benchmarks)")
+        return splits
+
+    @functools.cached_property
+    def init_variables(self) -> dict:
+        return init_variables(self.model, self.example, self.seed)
+
+    @functools.cached_property
+    def kernels(self) -> list[str]:
+        """Every conv/dense kernel in call order, in the papers' dotted names (``layer2.1.conv2``)."""
+        return kernels(self.init_variables["params"], call_order(self.model, self.init_variables, self.example))
+
+    @functools.cached_property
+    def val_robust(self):
+        """The validation images attacked during selection (``at.val_robust_size`` seeded subset)."""
+        at = self.config.get("at") or {}
+        return subset(self.splits["val"], at.get("val_robust_size"), self.config.seed + 1)
 
     def eval_step(self, restarts: int | None):
-        """Clean-only (``restarts=None``) or PGD with ``restarts`` random restarts; compiled once each."""
-        if restarts not in self._eval_steps:
-            attack = None if restarts is None else self.eval_attack
-            self._eval_steps[restarts] = steps.make_eval_step(self.model, self.mesh, attack=attack,
-                                                              restarts=restarts or 1)
-        return self._eval_steps[restarts]
+        """Clean-only (``restarts=None``) or PGD (``eval`` block) with ``restarts`` random restarts."""
+        attack = None if restarts is None else self.eval_attack
+        return compiled(steps.make_eval_step, self.model, self.mesh, attack=attack, restarts=restarts or 1)
+
+    def evaluate(self, step, variables, split, desc) -> dict:
+        """:func:`rwsjax.train.evaluate.evaluate` with the run's batch size and seed."""
+        return evaluate(step, variables, split, batch_size=self.config.eval.batch_size, mesh=self.mesh,
+                        seed=self.config.seed, desc=desc)
+
+    def accuracy(self, variables, split, desc) -> float:
+        """Clean accuracy (%) on ``split``, BatchNorm in evaluation mode."""
+        return self.evaluate(self.eval_step(None), variables, split, desc)["clean_accuracy"]
 
     def autoattack(self, variables, desc: str) -> dict:
         """AutoAttack-lite on the test split (or its seeded ``eval.autoattack_size`` subset):
         ``{"clean_accuracy", "apgd_ce_accuracy", "apgd_t_accuracy", "autoattack_accuracy": %, "n", ...}``."""
         c = self.config.eval
-        if "autoattack" not in self._eval_steps:
-            self._eval_steps["autoattack"] = steps.make_autoattack_step(
-                self.model, self.mesh, eps=float(c.eps), norm=c.norm, n_iter=int(c.apgd_iters),
-                n_targets=int(c.apgd_targets), unroll=steps.resolve_unroll(c.unroll),
-                restarts=int(c.apgd_restarts))
+        step = compiled(steps.make_autoattack_step, self.model, self.mesh, eps=float(c.eps), norm=c.norm,
+                        n_iter=int(c.apgd_iters), n_targets=int(c.apgd_targets),
+                        unroll=steps.resolve_unroll(c.unroll), restarts=int(c.apgd_restarts))
         split = subset(self.splits["test"], c.autoattack_size, self.config.seed + 2)
-        out = self.evaluate(self._eval_steps["autoattack"], variables, split, desc)
+        out = self.evaluate(step, variables, split, desc)
         out.update(apgd_iters=int(c.apgd_iters), apgd_targets=int(c.apgd_targets), apgd_restarts=int(c.apgd_restarts))
         return out
 
-    def evaluate(self, step, variables, split, desc):
-        return evaluate(step, variables, split, batch_size=self.config.eval.batch_size, mesh=self.mesh,
-                        seed=self.config.seed, desc=desc)
-
-
+    def corrupted(self, name: str, split: str, severity: int):
+        """``split`` (train/val/test) of this task corrupted by ``name`` at ``severity``, generated once into
+        ``config.corruptions.data_dir`` (default ``WORKDIR/corrupted_tfds``) from exactly the split's images."""
+        from rwsjax import corruptions as cc
+        key = (name, split, severity)
+        if key not in self._corrupted:
+            source = "test" if split == "test" else "train"
+            if source == "train":  # the train and val images both come from the TFDS train split
+                idx = np.sort(np.concatenate([self.splits["train"].source_indices,
+                                              self.splits["val"].source_indices]))
+            else:
+                idx = self.splits["test"].source_indices
+            corruptions = self.config.get("corruptions") or {}
+            directory = corruptions.get("data_dir") or os.path.join(self.workdir, "corrupted_tfds")
+            with distributed.main_first(f"corrupt {self.dataset} {name} {source}"):
+                cc.generate(self.dataset, name, severity, out_data_dir=directory, split=source, indices=idx,
+                            seed=self.config.seed, source_data_dir=self.config.data.data_dir, progress=False)
+            self._corrupted[key] = cc.load_corrupted(self.dataset, name, severity, data_dir=directory,
+                                                     split=source, indices=self.splits[split].source_indices,
+                                                     progress=False)
+        return self._corrupted[key]

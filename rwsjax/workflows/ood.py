@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from rwsjax import corruptions as cc
 from rwsjax import distributed
-from rwsjax.report.writers import read_json, write_json
+from rwsjax.report.writers import write_json
 
 LISTS = {"all": cc.CORRUPTIONS, "benchmark": cc.BENCHMARK_CORRUPTIONS, "rift": cc.RIFT_CORRUPTIONS}
 SUMMARIES = ("mean_15", "mean_rift18", "mean_19")
@@ -52,9 +52,9 @@ def evaluate_ood(s, models: dict, path: str) -> dict:
     """Clean accuracy of every model in ``models`` on every corruption × severity of ``config.ood``.
 
     Args:
-      s: the workflow :class:`~rwsjax.workflows.common.Setup`.
+      s: the workflow's :class:`~rwsjax.workflows.common.Task`.
       models: ``{name: variables}``.
-      path: JSON file of results; an existing one is returned as it is (stage done).
+      path: JSON file the results are written to.
 
     Returns:
       ``{"per_set": {name: {"<corruption>_<severity>": accuracy %}}, "summary": {name: summarize(...)},
@@ -65,9 +65,6 @@ def evaluate_ood(s, models: dict, path: str) -> dict:
       DatasetNotFoundError: ``ood.source=tfds`` and the corrupted set is not in ``ood.data_dir``.
     """
     c = s.config
-    if os.path.exists(path):
-        print(f"[ood] done: loading {path}")
-        return read_json(path)
     if c.ood.summary not in SUMMARIES:
         raise ValueError(f"unknown ood.summary {c.ood.summary!r}; valid: {SUMMARIES}")
     if c.ood.source not in SOURCES:

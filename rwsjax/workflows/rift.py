@@ -4,10 +4,9 @@
       → θ_FT (fine-tune the least critical module) → α sweep on validation → α*
       → test report (clean, PGD-10 worst of 3, OOD)
 
-Every stage writes its output into the workdir and is skipped when that
-output exists (``STAGES``; ``--config.redo=STAGE`` recomputes one and the
-later ones, a changed config for a done stage is refused — see
-:mod:`rwsjax.workflows.stages`); the two training stages checkpoint every
+The stages (``STAGES``) run on :mod:`rwsjax.workflows.stages`: a done stage
+is skipped, a changed config for it is refused, ``--config.redo=STAGE``
+recomputes one and the later ones; the two training stages checkpoint every
 epoch (and on SIGTERM/SIGINT) and resume where they stopped.  The test split is only ever
 used for the final report; every choice (best AT epoch, best FT epoch, α*)
 is made on the validation split carved from train.
@@ -16,7 +15,6 @@ is made on the validation split carved from train.
 from __future__ import annotations
 
 import os
-import time
 
 import jax
 import jax.numpy as jnp
@@ -34,27 +32,19 @@ from rwsjax.train.loop import Preempted, fit, stop_on_signal
 from rwsjax.train.state import TrainState, sgd
 from rwsjax.weights.patch import interpolate
 from rwsjax.workflows import ood
-from rwsjax.workflows.common import Setup, load_model, subset
-from rwsjax.workflows.stages import Stage
-
-_ATTACK = ("eval.norm", "eval.eps", "eval.step_size", "eval.steps", "eval.random_start")
-STAGES = (
-    Stage("at", ("at/final", "at/checkpoints", "at/history.json", "at/curves.png"),
-          ("seed", "data", "model", "attack", "at", "init_checkpoint", *_ATTACK)),
-    Stage("mrc", ("mrc.json", "mrc_partial", "mrc.md", "mrc.png"), ("mrc", *_ATTACK)),
-    Stage("ft", ("ft/final", "ft/checkpoints", "ft/history.json"), ("ft",)),
-    Stage("interp", ("interpolation.json", "interpolation.png"), ("interp",)),
-    Stage("report", ("results.json", "report.md", "ood.json"), ("eval", "ood")),
-)
+from rwsjax.workflows import stages as stage_runner
+from rwsjax.workflows.common import Task, load_model, subset
+from rwsjax.workflows.stages import Stage, redo_problems
 
 
-def adversarial_training(s: Setup) -> dict:
+def _variables(path: str):
+    return lambda s: checkpoint.load_variables(os.path.join(s.workdir, path), like=s.init_variables)
+
+
+def adversarial_training(s: Task, r) -> dict:
     """Stage 1: θ_AT by ``at.regime`` (PGD-AT, TRADES, MART or SCORE, ± AWP), best epoch by validation
     robust accuracy → ``at/final``; or, with ``init_checkpoint``, that model (PyTorch or rwsjax) as θ_AT."""
     c, path = s.config, os.path.join(s.workdir, "at", "final")
-    if checkpoint.exists(path):
-        print(f"[at] done: loading {path}")
-        return checkpoint.load_variables(path, like=s.init_variables)
     if c.get("init_checkpoint"):
         print(f"[at] θ_AT = {c.init_checkpoint} (no adversarial training)")
         checkpoint.save_variables(path, load_model(c.init_checkpoint, s.init_variables, s.model))
@@ -73,17 +63,15 @@ def adversarial_training(s: Setup) -> dict:
                         mesh=s.mesh, validate=lambda v: s.evaluate(val_step, v, s.val_robust, "at val"),
                         select="robust_accuracy", writer=s.writer)
     write_json(os.path.join(s.workdir, "at", "history.json"), history)
-    figures.training_curves(history, os.path.join(s.workdir, "at", "curves.png"), "PGD-AT")
+    figures.training_curves(history, os.path.join(s.workdir, "at", "curves.png"), tables.regime_label(c.at.to_dict()))
     checkpoint.save_variables(path, best)
     return checkpoint.load_variables(path, like=s.init_variables)
 
 
-def module_criticality(s: Setup, at_variables) -> list[dict]:
-    """Stage 2: PGD-10 examples fixed from θ_AT, MRC of every kernel → ``mrc.json``."""
-    c, path = s.config, os.path.join(s.workdir, "mrc.json")
-    if os.path.exists(path):
-        print(f"[mrc] done: loading {path}")
-        return read_json(path)["modules"]
+def module_criticality(s: Task, r) -> list[dict]:
+    """Stage 2: PGD-10 examples fixed from θ_AT, MRC of every kernel → ``mrc.json``; finished rows are kept
+    in ``mrc_partial`` so a preempted pass resumes."""
+    c, at_variables = s.config, r["at"]
     source = subset(s.splits["train"], c.mrc.num_examples, c.seed + 2)
     craft = steps.make_adversarial_examples(s.model, s.mesh, attack=s.eval_attack)
     replicated = sharding.replicate(at_variables, s.mesh)
@@ -99,7 +87,6 @@ def module_criticality(s: Setup, at_variables) -> list[dict]:
             yield x
     # the whole batch, on every process; the padding of the last batch dropped
     x_adv = np.concatenate([np.asarray(x) for x in dispatch.fetch_lagged(crafted())])[: len(source)]
-    n = len(source)
     mrc = MRC(s.model, at_variables, x_adv, source.labels, eps=c.mrc.eps, lr=c.mrc.learning_rate,
               epochs=c.mrc.epochs, batch_size=c.mrc.batch_size, project_every=c.mrc.project_every, seed=c.seed,
               devices=list(s.mesh.devices.flat), cache=c.mrc.cache, cache_gib=c.mrc.cache_gib,
@@ -118,19 +105,19 @@ def module_criticality(s: Setup, at_variables) -> list[dict]:
         if distributed.any_process(len(rows) < len(s.kernels)):
             raise Preempted(f"[mrc] {flag.requested or 'a stop signal'} received: {len(rows)} of {len(s.kernels)} "
                             f"modules done and saved in {partial}; run the same command again to continue")
-    write_json(path, {"eps": c.mrc.eps, "examples": n, "modules": rows})
+    write_json(os.path.join(s.workdir, "mrc.json"), {"eps": c.mrc.eps, "examples": len(source), "modules": rows})
     write_text(os.path.join(s.workdir, "mrc.md"), tables.mrc_table(rows))
     figures.mrc_bar_chart(rows, os.path.join(s.workdir, "mrc.png"),
                           f"MRC of {c.model.name} ({c.data.name}), ε={c.mrc.eps}")
     return rows
 
 
-def finetune(s: Setup, at_variables, modules: list[str]) -> dict:
-    """Stage 3: fine-tune ``modules`` of θ_AT on clean data; best epoch by validation clean accuracy."""
-    c, path = s.config, os.path.join(s.workdir, "ft", "final")
-    if checkpoint.exists(path):
-        print(f"[ft] done: loading {path}")
-        return checkpoint.load_variables(path, like=s.init_variables)
+def finetune(s: Task, r) -> dict:
+    """Stage 3: fine-tune the chosen modules (``ft.modules``: the least critical by MRC) of θ_AT on clean data;
+    best epoch by validation clean accuracy → ``ft/final``."""
+    c, at_variables = s.config, r["at"]
+    modules = choose_modules(r["mrc"], c.ft.modules, c.ft.top_k)
+    print(f"[ft] fine-tuning {modules} (strategy {c.ft.modules})")
     spe = steps_per_epoch(len(s.splits["train"]), c.ft.batch_size)
     what = "all" if c.ft.modules == "all" else modules
     tx = finetune_optimizer(at_variables["params"], what, learning_rate=c.ft.learning_rate,
@@ -145,16 +132,13 @@ def finetune(s: Setup, at_variables, modules: list[str]) -> dict:
                         validate=lambda v: s.evaluate(val_step, v, s.splits["val"], "ft val"),
                         select="clean_accuracy", writer=s.writer)
     write_json(os.path.join(s.workdir, "ft", "history.json"), history)
-    checkpoint.save_variables(path, best)
-    return checkpoint.load_variables(path, like=s.init_variables)
+    checkpoint.save_variables(os.path.join(s.workdir, "ft", "final"), best)
+    return _variables("ft/final")(s)
 
 
-def interpolation(s: Setup, at_variables, ft_variables) -> dict:
-    """Stage 4: validation accuracy along θ_α for α in the grid; α* by the paper's rule."""
-    c, path = s.config, os.path.join(s.workdir, "interpolation.json")
-    if os.path.exists(path):
-        print(f"[interp] done: loading {path}")
-        return read_json(path)
+def interpolation(s: Task, r) -> dict:
+    """Stage 4: validation accuracy along θ_α for α in the grid; α* by the paper's rule → interpolation.json."""
+    c, at_variables, ft_variables = s.config, r["at"], r["ft"]
     clean_step, adv_step = s.eval_step(restarts=None), s.eval_step(restarts=c.interp.restarts)
 
     def measure(alpha):
@@ -170,27 +154,40 @@ def interpolation(s: Setup, at_variables, ft_variables) -> dict:
                      [m["robust_accuracy"] for m in sweep],
                      reference_adversarial=reference["robust_accuracy"], tolerance=c.interp.tolerance)
     out = {"sweep": sweep, "alpha_star": sweep[i]["alpha"], "reference": reference, "tolerance": c.interp.tolerance}
-    write_json(path, out)
+    write_json(os.path.join(s.workdir, "interpolation.json"), out)
     figures.alpha_curve(sweep, out["alpha_star"], os.path.join(s.workdir, "interpolation.png"))
     return out
 
 
-def report(s: Setup, at_variables, rift_variables, rows, modules, interp, timings) -> dict:
-    """Stage 5: test-split clean, PGD-10 (worst of ``eval.restarts``), OOD and (``eval.autoattack``)
+def _rift_variables(r) -> dict:
+    return interpolate(r["at"], r["ft"], r["interp"]["alpha_star"])
+
+
+def ood_accuracy(s: Task, r) -> dict:
+    """Stage 5: θ_AT and θ_RiFT on the corrupted test sets of ``config.ood`` → ood.json (``{}`` when
+    ``ood.enabled`` is False)."""
+    if not s.config.ood.enabled:
+        write_json(os.path.join(s.workdir, "ood.json"), {})
+        return {}
+    return ood.evaluate_ood(s, {"at": r["at"], "rift": _rift_variables(r)}, os.path.join(s.workdir, "ood.json"))
+
+
+def report(s: Task, r) -> dict:
+    """Stage 6: test-split clean, PGD-10 (worst of ``eval.restarts``), OOD and (``eval.autoattack``)
     AutoAttack-lite accuracy of θ_AT and θ_RiFT → results.json, report.md."""
     c = s.config
+    at_variables, rift_variables, rows, interp = r["at"], _rift_variables(r), r["mrc"], r["interp"]
+    modules = choose_modules(rows, c.ft.modules, c.ft.top_k)
     test_step = s.eval_step(restarts=c.eval.restarts)
     at = s.evaluate(test_step, at_variables, s.splits["test"], "test θ_AT")
     rift = s.evaluate(test_step, rift_variables, s.splits["test"], "test θ_RiFT")
-    ood_results = None
-    if c.ood.enabled:
-        ood_results = ood.evaluate_ood(s, {"at": at_variables, "rift": rift_variables},
-                                       os.path.join(s.workdir, "ood.json"))
+    ood_results = r["ood"] or None
     for name, m in (("at", at), ("rift", rift)):
         m["ood_accuracy"] = ood_results["ood_accuracy"][name] if ood_results else None  # None: not computed
     if c.eval.autoattack:
         at["autoattack"] = s.autoattack(at_variables, "AutoAttack-lite θ_AT")
         rift["autoattack"] = s.autoattack(rift_variables, "AutoAttack-lite θ_RiFT")
+    timings = {k: v for k, v in r.seconds.items()}
     results = {
         "dataset": c.data.name, "model": c.model.name, "width_multiplier": c.model.width_multiplier,
         "preset": c.preset, "devices": [str(d) for d in jax.devices()],
@@ -199,7 +196,7 @@ def report(s: Setup, at_variables, rift_variables, rows, modules, interp, timing
         "splits": {k: len(v) for k, v in s.splits.items()},
         "attack": {"eval": s.eval_attack, "restarts": c.eval.restarts},
         "at": at, "rift": rift, "alpha_star": interp["alpha_star"], "finetuned_modules": modules,
-        "mrc": [{k: v for k, v in r.items() if k != "history"} for r in rows],
+        "mrc": [{k: v for k, v in row.items() if k != "history"} for row in rows],
         "interpolation": interp["sweep"], "timings_s": timings,
         "ood": None if ood_results is None else {
             k: ood_results[k] for k in ("source", "corruptions", "severities", "n", "summary_key", "summary")},
@@ -228,27 +225,69 @@ def report(s: Setup, at_variables, rift_variables, rows, modules, interp, timing
     return results
 
 
+_ATTACK = ("eval.norm", "eval.eps", "eval.step_size", "eval.steps", "eval.random_start")
+STAGES = (
+    Stage("at", ("seed", "data", "model", "attack", "at", "init_checkpoint", *_ATTACK), ("at/final",),
+          adversarial_training, _variables("at/final"),
+          partial=("at/checkpoints", "at/history.json", "at/curves.png")),
+    Stage("mrc", ("seed", "mrc", "eval.batch_size", *_ATTACK), ("mrc.json", "mrc.md", "mrc.png"),
+          module_criticality, lambda s: read_json(os.path.join(s.workdir, "mrc.json"))["modules"],
+          inputs=("at",), partial=("mrc_partial",)),
+    Stage("ft", ("ft",), ("ft/final",), finetune, _variables("ft/final"), inputs=("at", "mrc"),
+          partial=("ft/checkpoints", "ft/history.json")),
+    Stage("interp", ("interp",), ("interpolation.json", "interpolation.png"), interpolation,
+          lambda s: read_json(os.path.join(s.workdir, "interpolation.json")), inputs=("at", "ft")),
+    Stage("ood", ("ood", "eval.batch_size"), ("ood.json",), ood_accuracy,
+          lambda s: read_json(os.path.join(s.workdir, "ood.json")), inputs=("at", "ft", "interp")),
+    Stage("report", ("eval",), ("results.json", "report.md"), report,
+          lambda s: read_json(os.path.join(s.workdir, "results.json")), inputs=("at", "mrc", "ft", "interp", "ood")),
+)
+
+
+def stages(config) -> tuple[Stage, ...]:
+    """The RiFT stages (the same for every config)."""
+    return STAGES
+
+
+def validate(config) -> list[str]:
+    """Problems with the RiFT-only fields (``mrc``, ``ft``, ``interp``, ``at``; ``redo``), one line each."""
+    from rwsjax.config_validation import at_least, choice, get
+    from rwsjax.rift.finetune import STRATEGIES
+    from rwsjax.rift.mrc import PROJECT_EVERY
+    from rwsjax.train import regimes
+    from rwsjax.train.steps import ATTACK_BN_MODES, BN_MODES
+    p: list[str] = []
+    choice(p, config, "at.regime", regimes.REGIMES)
+    for field in ("at.beta", "at.awp_gamma", "at.awp_warmup", "at.epochs", "at.learning_rate"):
+        at_least(p, config, field, 0)
+    regime = regimes.REGIMES.get(config.at.regime)
+    if get(config, "at.awp") and regime is not None and not regime.adversarial:
+        adversarial = [n for n, r in regimes.REGIMES.items() if r.adversarial]
+        p.append(f"config.at.awp=True needs an adversarial config.at.regime ({', '.join(adversarial)})")
+    choice(p, config, "at.attack_bn", ATTACK_BN_MODES)
+    choice(p, config, "ft.bn_mode", BN_MODES)
+    choice(p, config, "ft.modules", STRATEGIES)
+    choice(p, config, "mrc.project_every", PROJECT_EVERY)
+    for field in ("mrc.eps", "mrc.threads", "mrc.cache_gib", "mrc.epochs", "mrc.learning_rate", "ft.epochs",
+                  "ft.learning_rate"):
+        at_least(p, config, field, 1 if field == "mrc.threads" else 0)
+    at_least(p, config, "mrc.batch_size", 1)  # MRC runs each module whole on one device: any batch size
+    alphas = config.interp.alphas
+    if any(not 0.0 <= a <= 1.0 for a in alphas):
+        p.append(f"config.interp.alphas={tuple(alphas)} must lie in [0, 1]")
+    return p + redo_problems(config, STAGES)
+
+
 def run(config, workdir: str) -> dict:
-    """Run (or resume) the whole RiFT pipeline in ``workdir``; returns the results dict."""
-    timings = {}
-    t = time.time()
-    s = Setup(config, workdir)
-    timings["setup"] = time.time() - t
+    """Run (or resume) the whole RiFT pipeline in ``workdir``; returns the results dict (``results.json``)."""
+    contexts = []
 
-    def timed(name, fn, *args):
-        t0 = time.time()
-        out = fn(*args)
-        timings[name] = round(time.time() - t0, 1)
-        return out
+    def context():
+        contexts.append(Task(config, workdir))
+        return contexts[0]
 
-    at_variables = timed("adversarial_training", adversarial_training, s)
-    rows = timed("mrc", module_criticality, s, at_variables)
-    modules = choose_modules(rows, config.ft.modules, config.ft.top_k)
-    print(f"[rift] fine-tuning {modules} (strategy {config.ft.modules})")
-    ft_variables = timed("finetune", finetune, s, at_variables, modules)
-    interp = timed("interpolation", interpolation, s, at_variables, ft_variables)
-    rift_variables = interpolate(at_variables, ft_variables, interp["alpha_star"])
-    results = timed("report", report, s, at_variables, rift_variables, rows, modules, interp, timings)
-    if s.writer is not None:
-        s.writer.close()
-    return results
+    try:
+        return stage_runner.run(workdir, config, STAGES, context, tag="rift")["report"]
+    finally:
+        for ctx in contexts:
+            ctx.close()

@@ -1,303 +1,332 @@
 """The Robust Weight Signatures pipeline (Cai, Zhang & Wang, ICML 2023) as resumable stages.
 
-    θ_pre (pretrained on the source task, or given)
-      → θ_clean = FT(θ_pre, clean A)      θ_c = FT(θ_pre, A corrupted by c at severity s)  per c
-      → RWS_c = proj⊥(θ_c − θ_pre) w.r.t. θ_clean − θ_pre on the k shallowest conv layers
-      → signature files (float32 and b-bit), patched / composed / removed models
-      → transfer to θ_pre fine-tuned on B, and to a θ_clean that kept training
-      → table (storage MB, TA, RA per corruption and method) and the paper's analyses
+    pre          θ_pre (pretrained on the source task, or ``init_checkpoint``)
+    A_clean      θ_clean = FT(θ_pre, clean A);   A_<c>: θ_c = FT(θ_pre, A corrupted by c at severity s), per c
+    B_clean, B_<c>   the same on the transfer dataset B;   A_clean_continued: θ_clean trained further
+    signatures   RWS_c = proj⊥(θ_c − θ_pre) w.r.t. θ_clean − θ_pre on the k shallowest conv layers,
+                 stored as float32 and b-bit signature files
+    table        clean, oracle, patched, quantized, composed and BN-only rows (storage, TA, RA); removal exactness
+    sweeps       λ, k and bits sweeps
+    transfer     A's signatures on B's clean model and on the θ_clean that kept training
+    analyses     the paper's observations 1–3 (layer profile, cosine similarity, across datasets)
+    report       results.json and report.md
 
-Every model and every result file is a stage in the workdir, skipped when it exists.
-Selections (best epochs) use held-out validation splits; the test split is only reported.
+(``A``/``B`` are the dataset names, e.g. ``cifar10_fog``.)  The stages run on
+:mod:`rwsjax.workflows.stages`: a done stage is skipped, a changed config for it is refused,
+``--config.redo=signatures`` recomputes the signatures and every stage after them without retraining the
+zoo.  Selections (best epochs) use held-out validation splits; the test split is only reported.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-import time
 
 import jax
 import numpy as np
 
-from rwsjax import corruptions as cc
-from rwsjax import distributed
 from rwsjax.data.sources import DATASETS
-from rwsjax.data.splits import load_splits
 from rwsjax.report import rws_figures, tables
 from rwsjax.report.writers import read_json, write_json, write_text
 from rwsjax.rws import analysis, patching, signatures
-from rwsjax.train import sharding
+from rwsjax.train import checkpoint, sharding
 from rwsjax.weights.modules import call_order
-from rwsjax.workflows import ood, zoo
-from rwsjax.workflows.common import build_model, init_variables, load_model, summary_writer
-
+from rwsjax.workflows import ood, stages as stage_runner, zoo
+from rwsjax.workflows.common import Task, load_model
+from rwsjax.workflows.stages import Stage, redo_problems
 
 BN_MODES = ("target", "reestimate_clean", "reestimate_corrupted")
 
 
-class Task:
-    """One dataset's splits, model and corrupted sets (A = where signatures come from, B = transfer target)."""
+class Context:
+    """The RWS run: tasks A (signatures), B (transfer) and the pretraining task, on one mesh."""
 
-    def __init__(self, config, workdir, dataset, *, val_size, train_size, test_size, mesh, corruption_names):
-        self.dataset, self.config, self.mesh = dataset, config, mesh
-        self.splits = load_splits(dataset, data_dir=config.data.data_dir, val_size=val_size, train_size=train_size,
-                                  test_size=test_size, seed=config.seed, lazy=jax.process_count() > 1)
-        self.model, self.example = build_model(config, dataset)
-        self.corrupted_dir = config.corruptions.data_dir or os.path.join(workdir, "corrupted_tfds")
-        self.names = corruption_names
-        self.severity = int(config.corruptions.severity)
-        self._corrupted = {}
+    def __init__(self, config, workdir):
+        c = self.config = config
+        self.workdir = workdir
+        self.mesh = sharding.make_mesh()
+        self.names = list(ood.corruption_list(c.corruptions.names, "corruptions.names"))
+        self.severity = int(c.corruptions.severity)
+        self.a = Task(c, workdir, c.data.name, sizes=(c.data.val_size, c.data.train_size, c.data.test_size),
+                      mesh=self.mesh, seed=c.seed + 1)
+        self.b = Task(c, workdir, c.transfer.dataset, mesh=self.mesh, seed=c.seed + 2,
+                      sizes=(c.transfer.val_size, c.transfer.train_size, c.transfer.test_size))
+        self.pre = Task(c, workdir, c.pre.dataset, sizes=(c.pre.val_size, c.pre.train_size, 100), mesh=self.mesh)
+        self.b.__dict__["writer"] = self.pre.__dict__["writer"] = self.a.writer  # one TensorBoard log
 
-    def corrupted(self, name: str, split: str):
-        """``split`` ∈ train/val/test of this task corrupted by ``name`` at the configured severity."""
-        key = (name, split)
-        if key not in self._corrupted:
-            source = "test" if split == "test" else "train"
-            if source == "train":  # the train and val images both come from the TFDS train split
-                idx = np.sort(np.concatenate([self.splits["train"].source_indices,
-                                              self.splits["val"].source_indices]))
-            else:
-                idx = self.splits["test"].source_indices
-            with distributed.main_first(f"corrupt {self.dataset} {name} {source}"):
-                cc.generate(self.dataset, name, self.severity, out_data_dir=self.corrupted_dir, split=source,
-                            indices=idx, seed=self.config.seed, source_data_dir=self.config.data.data_dir,
-                            progress=False)
-            self._corrupted[key] = cc.load_corrupted(self.dataset, name, self.severity, data_dir=self.corrupted_dir,
-                                                     split=source, indices=self.splits[split].source_indices,
-                                                     progress=False)
-        return self._corrupted[key]
+    def corrupted(self, task: Task, name: str, split: str):
+        return task.corrupted(name, split, self.severity)
 
-    def accuracy(self, variables, split, desc) -> float:
-        return zoo.clean_accuracy(self.model, self.mesh, variables, split, self.config.eval.batch_size, desc)
+    @functools.cached_property
+    def convs(self) -> list[str]:
+        """Every conv kernel of A's model, shallowest first (the paper's layer order)."""
+        return signatures.conv_modules(self.a.init_variables["params"],
+                                       call_order(self.a.model, self.a.init_variables, self.a.example))
 
-
-def run(config, workdir: str) -> dict:
-    """Run (or resume) the RWS pipeline in ``workdir``; returns the results dict."""
-    t0 = time.time()
-    c = config
-    names = list(ood.corruption_list(c.corruptions.names, "corruptions.names"))
-    mesh = sharding.make_mesh()
-    writer = summary_writer(config, workdir)
-    a = Task(c, workdir, c.data.name, val_size=c.data.val_size, train_size=c.data.train_size,
-             test_size=c.data.test_size, mesh=mesh, corruption_names=names)
-    b = Task(c, workdir, c.transfer.dataset, val_size=c.transfer.val_size, train_size=c.transfer.train_size,
-             test_size=c.transfer.test_size, mesh=mesh, corruption_names=names)
-    print(f"[rws] A={a.dataset} train {len(a.splits['train'])} val {len(a.splits['val'])} test "
-          f"{len(a.splits['test'])}; B={b.dataset} train {len(b.splits['train'])}; corruptions {names} "
-          f"at severity {a.severity}")
-
-    def train(task, name, init, train_split, val_split, cfg, seed):
-        return zoo.train(name, workdir=workdir, model=task.model, mesh=mesh, init=init, train_split=train_split,
-                         val_split=val_split, cfg=cfg, seed=seed, eval_batch_size=c.eval.batch_size, writer=writer)
-
-    # θ_pre: pretrained on the source task (its own head), or a given checkpoint.
-    pre_model, pre_example = build_model(c, c.pre.dataset)
-    pre_init = init_variables(pre_model, pre_example, c.seed)
-    if c.init_checkpoint:
-        theta_pre = load_model(c.init_checkpoint, pre_init, pre_model, partial=True)
-    else:
-        pre = Task(c, workdir, c.pre.dataset, val_size=c.pre.val_size, train_size=c.pre.train_size, test_size=100,
-                   mesh=mesh, corruption_names=names)
-        theta_pre = train(pre, "pre", pre_init, pre.splits["train"], pre.splits["val"], c.pre, c.seed)
-
-    # Start points on A and B: θ_pre with a fresh head where the class count differs (same seed for all models).
-    start_a, reinit_a = zoo.transplant(theta_pre, init_variables(a.model, a.example, c.seed + 1))
-    start_b, reinit_b = zoo.transplant(theta_pre, init_variables(b.model, b.example, c.seed + 2))
-    print(f"[rws] θ_pre → {a.dataset}: re-initialized {reinit_a or 'nothing'}; → {b.dataset}: "
-          f"{reinit_b or 'nothing'}")
-
-    ft = c.finetune
-    clean_a = train(a, f"{a.dataset}_clean", start_a, a.splits["train"], a.splits["val"], ft, c.seed + 10)
-    robust_a = {n: train(a, f"{a.dataset}_{n}", start_a, a.corrupted(n, "train"), a.corrupted(n, "val"), ft,
-                         c.seed + 10) for n in names}
-    clean_b = train(b, f"{b.dataset}_clean", start_b, b.splits["train"], b.splits["val"], ft, c.seed + 20)
-    robust_b = {}
-    if c.transfer.robust_models:
-        robust_b = {n: train(b, f"{b.dataset}_{n}", start_b, b.corrupted(n, "train"), b.corrupted(n, "val"), ft,
-                             c.seed + 20) for n in names}
-    # θ_clean that kept training after the signatures were taken.
-    cont_cfg = ft.copy_and_resolve_references()
-    cont_cfg.epochs, cont_cfg.decay_epochs = c.transfer.continued_epochs, ()
-    cont_cfg.learning_rate = ft.learning_rate * (ft.decay_factor ** len(ft.decay_epochs))
-    continued_a = train(a, f"{a.dataset}_clean_continued", clean_a, a.splits["train"], a.splits["val"], cont_cfg,
-                        c.seed + 30)
-
-    order = call_order(a.model, clean_a, a.example)
-    convs = signatures.conv_modules(clean_a["params"], order)
-    results = evaluate_signatures(c, workdir, a, b, theta_pre, start_a, start_b, clean_a, robust_a, clean_b,
-                                  robust_b, continued_a, convs)
-    results["timings_s"] = {"total": round(time.time() - t0, 1)}
-    write_json(os.path.join(workdir, "results.json"), results)
-    if writer is not None:
-        writer.close()
-    return results
-
-
-def _mb(path: str) -> float:
-    return os.path.getsize(path) / 1e6
-
-
-def evaluate_signatures(c, workdir, a, b, theta_pre, start_a, start_b, clean_a, robust_a, clean_b, robust_b,
-                        continued_a, convs) -> dict:
-    """Extract, store, patch, compose, remove, transfer and analyse; writes the table and figures."""
-    path = os.path.join(workdir, "results.json")
-    if os.path.exists(path):
-        print(f"[rws] done: loading {path}")
-        return read_json(path)
-    names, sig_cfg = a.names, c.signature
-    sig_dir = os.path.join(workdir, "signatures")
-    os.makedirs(sig_dir, exist_ok=True)
-    modules = signatures.select_shallowest(convs, sig_cfg.k)
-    print(f"[rws] signature layers (k={sig_cfg.k} shallowest conv layers): {modules}")
-
-    def make(robust, clean, pre, task, layers, bits, corruption):
-        tensors = signatures.extract(robust["params"], pre["params"], clean["params"], modules=layers)
-        return signatures.make_signature(
-            tensors, architecture=c.model.name, width_multiplier=c.model.width_multiplier,
-            num_classes=DATASETS[task.dataset].num_classes, base=pre["params"], clean=clean["params"], bits=bits, corruption=corruption,
-            severity=a.severity, dataset=task.dataset)
-
-    def stored(sig, tag):
-        """Write a signature file, read it back (validated), return (loaded signature, size in MB)."""
-        file = os.path.join(sig_dir, f"{a.dataset}_{sig.corruption}_{tag}.safetensors")
-        distributed.on_main(f"signature {file}", signatures.save_signature, file, sig)
-        return signatures.load_signature(file), _mb(file)
-
-    if sig_cfg.bn not in BN_MODES:
-        raise ValueError(f"unknown signature.bn {sig_cfg.bn!r}; valid: {BN_MODES}")
-
-    def finalize(variables, task, corruptions):
-        """BN handling (reported with the results): keep the target's running statistics, or re-estimate
-        them on the task's clean training images, or on its training images corrupted by ``corruptions``."""
-        if sig_cfg.bn == "target":
+    def finalize(self, variables, task: Task, corruptions):
+        """BN of a patched model (``signature.bn``): keep the target's running statistics, or re-estimate them
+        on the task's clean training images, or on its training images corrupted by ``corruptions``."""
+        c = self.config
+        if c.signature.bn == "target":
             return variables
-        if sig_cfg.bn == "reestimate_clean" or not corruptions:
+        if c.signature.bn == "reestimate_clean" or not corruptions:
             images = task.splits["train"].images
         else:
-            images = np.concatenate([task.corrupted(n, "train").images for n in corruptions])
+            images = np.concatenate([self.corrupted(task, n, "train").images for n in corruptions])
             images = images[np.random.default_rng(c.seed).permutation(len(images))[: len(task.splits["train"])]]
         bs = c.eval.batch_size
         return patching.reestimate_batch_stats(task.model, variables,
                                                (images[i:i + bs] for i in range(0, len(images), bs)))
 
-    acc_a = lambda v, split, d: a.accuracy(v, split, d)
-    test_a = a.splits["test"]
-    full_mb = analysis.full_model_bytes(clean_a["params"]) / 1e6
-    sigs, qsigs, size, qsize = {}, {}, {}, {}
-    for n in names:
-        sigs[n], size[n] = stored(make(robust_a[n], clean_a, start_a, a, modules, None, n), f"k{sig_cfg.k}_fp32")
-        qsigs[n], qsize[n] = stored(make(robust_a[n], clean_a, start_a, a, modules, sig_cfg.bits, n),
-                                    f"k{sig_cfg.k}_{sig_cfg.bits}bit")
-    lam = float(sig_cfg.lam)
-    def patched(target, entries, task=a, mode="sum"):
-        return finalize(patching.patch(target, entries, mode=mode), task, [sig.corruption for sig, _ in entries])
+    def patched(self, target, entries, task=None, mode="sum"):
+        """``target`` + Σ λ·RWS (``entries`` = [(signature, λ)]), then :meth:`finalize`."""
+        task = task or self.a
+        return self.finalize(patching.patch(target, entries, mode=mode), task, [s.corruption for s, _ in entries])
 
-    composed = patched(clean_a, [(sigs[n], float(sig_cfg.compose_lam)) for n in names], mode=sig_cfg.compose)
-    ta_clean, ta_composed = acc_a(clean_a, test_a, "θ_clean test"), acc_a(composed, test_a, "composed test")
+    def ta_ra(self, variables, n: str, desc: str, task=None) -> tuple[float, float]:
+        """(clean test accuracy, test accuracy under corruption ``n``), %."""
+        task = task or self.a
+        return (task.accuracy(variables, task.splits["test"], f"{desc} test"),
+                task.accuracy(variables, self.corrupted(task, n, "test"), f"{desc} {n}"))
 
+
+def _path(s: Context, *parts) -> str:
+    return os.path.join(s.workdir, *parts)
+
+
+def start_point(task: Task, theta_pre: dict) -> dict:
+    """θ_pre on ``task``'s model: every leaf whose path and shape fit; a fresh head where the classes differ."""
+    return zoo.transplant(theta_pre, task.init_variables)[0]
+
+
+def _pre(s: Context, r) -> dict:
+    """θ_pre: ``init_checkpoint`` (its head may have any class count), or pretrained on ``pre.dataset``."""
+    c, final = s.config, _path(s, "zoo", "pre", "final")
+    if c.init_checkpoint:
+        checkpoint.save_variables(final, load_model(c.init_checkpoint, s.pre.init_variables, s.pre.model,
+                                                    partial=True))
+        return _load_zoo("pre", "pre")(s)
+    return zoo.train("pre", task=s.pre, init=s.pre.init_variables, train_split=s.pre.splits["train"],
+                     val_split=s.pre.splits["val"], cfg=c.pre, seed=c.seed)
+
+
+def _load_zoo(name: str, task: str):
+    return lambda s: jax.device_get(checkpoint.load_variables(_path(s, "zoo", name, "final"),
+                                                              like=getattr(s, task).init_variables))
+
+
+def _finetuned(name: str, task: str, corruption: str | None, seed: int):
+    """θ_pre fine-tuned on ``task``'s clean (``corruption=None``) or corrupted training images."""
+    def compute(s: Context, r):
+        t = getattr(s, task)
+        start = start_point(t, r["pre"])
+        if corruption is None:
+            train, val = t.splits["train"], t.splits["val"]
+        else:
+            train, val = s.corrupted(t, corruption, "train"), s.corrupted(t, corruption, "val")
+        return zoo.train(name, task=t, init=start, train_split=train, val_split=val, cfg=s.config.finetune,
+                         seed=s.config.seed + seed)
+    return compute
+
+
+def _continued(name: str, clean: str):
+    def compute(s: Context, r):
+        """θ_clean trained on for ``transfer.continued_epochs`` at the final learning rate."""
+        ft = s.config.finetune
+        cfg = ft.copy_and_resolve_references()
+        cfg.epochs, cfg.decay_epochs = s.config.transfer.continued_epochs, ()
+        cfg.learning_rate = ft.learning_rate * (ft.decay_factor ** len(ft.decay_epochs))
+        return zoo.train(name, task=s.a, init=r[clean], train_split=s.a.splits["train"],
+                         val_split=s.a.splits["val"], cfg=cfg, seed=s.config.seed + 30)
+    return compute
+
+
+def _make(s: Context, r, n: str, layers, bits):
+    """RWS_n of dataset A on ``layers``, float32 (``bits=None``) or quantized."""
+    c, a = s.config, s.config.data.name
+    robust, clean, pre = r[f"{a}_{n}"], r[f"{a}_clean"], start_point(s.a, r["pre"])
+    tensors = signatures.extract(robust["params"], pre["params"], clean["params"], modules=layers)
+    return signatures.make_signature(
+        tensors, architecture=c.model.name, width_multiplier=c.model.width_multiplier,
+        num_classes=DATASETS[a].num_classes, base=pre["params"], clean=clean["params"], bits=bits, corruption=n,
+        severity=s.severity, dataset=a)
+
+
+def _store(file: str, sig):
+    """Write a signature file and read it back (validated): ``(signature, size in MB)``."""
+    from rwsjax import distributed
+    distributed.on_main(f"signature {file}", signatures.save_signature, file, sig)
+    return signatures.load_signature(file), os.path.getsize(file) / 1e6
+
+
+def _signature_files(config) -> dict[str, tuple[str, str]]:
+    """``{corruption: (float32 file, b-bit file)}`` relative to the workdir."""
+    a, k, bits = config.data.name, config.signature.k, config.signature.bits
+    return {n: (f"signatures/{a}_{n}_k{k}_fp32.safetensors", f"signatures/{a}_{n}_k{k}_{bits}bit.safetensors")
+            for n in ood.corruption_list(config.corruptions.names, "corruptions.names")}
+
+
+def _signatures(s: Context, r) -> dict:
+    """RWS of every corruption on the k shallowest conv layers, as float32 and b-bit files."""
+    c = s.config
+    modules = signatures.select_shallowest(s.convs, c.signature.k)
+    print(f"[rws] signature layers (k={c.signature.k} shallowest conv layers): {modules}")
+    os.makedirs(_path(s, "signatures"), exist_ok=True)
+    for n, (fp32, quantized) in _signature_files(c).items():
+        _store(_path(s, fp32), _make(s, r, n, modules, None))
+        _store(_path(s, quantized), _make(s, r, n, modules, c.signature.bits))
+    write_json(_path(s, "signatures.json"), {"modules": modules, "files": _signature_files(c)})
+    return _load_signatures(s)
+
+
+def _load_signatures(s: Context) -> dict:
+    """``{"modules", "fp32": {n: sig}, "quantized": {n: sig}, "size": {n: MB}, "qsize": {n: MB}}``."""
+    out = {"modules": read_json(_path(s, "signatures.json"))["modules"], "fp32": {}, "quantized": {}, "size": {},
+           "qsize": {}}
+    for n, (fp32, quantized) in _signature_files(s.config).items():
+        out["fp32"][n], out["size"][n] = signatures.load_signature(_path(s, fp32)), os.path.getsize(_path(s, fp32)) / 1e6
+        out["quantized"][n] = signatures.load_signature(_path(s, quantized))
+        out["qsize"][n] = os.path.getsize(_path(s, quantized)) / 1e6
+    return out
+
+
+def _table(s: Context, r) -> dict:
+    """Per corruption: clean, oracle, +RWS (float32, b-bit), composed and (BN re-estimated) BN-only rows."""
+    c, a, sig = s.config, s.config.data.name, r["signatures"]
+    clean = r[f"{a}_clean"]
+    lam, k, bits = float(c.signature.lam), c.signature.k, c.signature.bits
+    full_mb = analysis.full_model_bytes(clean["params"]) / 1e6
+    composed = s.patched(clean, [(sig["fp32"][n], float(c.signature.compose_lam)) for n in s.names],
+                         mode=c.signature.compose)
+    ta_clean = s.a.accuracy(clean, s.a.splits["test"], "θ_clean test")
+    ta_composed = s.a.accuracy(composed, s.a.splits["test"], "composed test")
     rows, removal_exact = [], True
-    for n in names:
-        test_c = a.corrupted(n, "test")
-        one = patched(clean_a, [(sigs[n], lam)])
-        q = patched(clean_a, [(qsigs[n], lam)])
-        rows += [
-            {"corruption": n, "method": "clean model", "storage_mb": full_mb, "ta": ta_clean,
-             "ra": acc_a(clean_a, test_c, f"θ_clean {n}")},
-            {"corruption": n, "method": "robust model (oracle)", "storage_mb": full_mb,
-             "ta": acc_a(robust_a[n], test_a, f"θ_{n} test"), "ra": acc_a(robust_a[n], test_c, f"θ_{n} {n}")},
-            {"corruption": n, "method": f"clean + RWS (fp32, k={sig_cfg.k}, λ={lam:g})", "storage_mb": size[n],
-             "ta": acc_a(one, test_a, f"+RWS_{n} test"), "ra": acc_a(one, test_c, f"+RWS_{n} {n}")},
-            {"corruption": n, "method": f"clean + RWS ({sig_cfg.bits}-bit)", "storage_mb": qsize[n],
-             "ta": acc_a(q, test_a, f"+qRWS_{n} test"), "ra": acc_a(q, test_c, f"+qRWS_{n} {n}")},
-            {"corruption": n, "method": f"clean + composed RWS ({sig_cfg.compose}, {len(names)} signatures)",
-             "storage_mb": sum(size.values()), "ta": ta_composed, "ra": acc_a(composed, test_c, f"composed {n}")},
-        ]
-        if sig_cfg.bn != "target":  # the BN effect alone, without any weight patch
-            bn_only = finalize(clean_a, a, [n])
-            rows.append({"corruption": n, "method": f"clean model, BN {sig_cfg.bn} (no weight patch)",
-                         "storage_mb": None, "ta": acc_a(bn_only, test_a, "BN-only test"),
-                         "ra": acc_a(bn_only, test_c, f"BN-only {n}")})
-        back = patching.Patched(clean_a).add(sigs[n], lam).remove(0).variables
+    for n in s.names:
+        # (method, storage MB, variables, TA when already measured)
+        methods = [("clean model", full_mb, clean, ta_clean),
+                   ("robust model (oracle)", full_mb, r[f"{a}_{n}"], None),
+                   (f"clean + RWS (fp32, k={k}, λ={lam:g})", sig["size"][n],
+                    s.patched(clean, [(sig["fp32"][n], lam)]), None),
+                   (f"clean + RWS ({bits}-bit)", sig["qsize"][n], s.patched(clean, [(sig["quantized"][n], lam)]), None),
+                   (f"clean + composed RWS ({c.signature.compose}, {len(s.names)} signatures)",
+                    sum(sig["size"].values()), composed, ta_composed)]
+        if c.signature.bn != "target":  # the BN effect alone, without any weight patch
+            methods.append((f"clean model, BN {c.signature.bn} (no weight patch)", None, s.finalize(clean, s.a, [n]),
+                            None))
+        for method, mb, v, ta in methods:
+            if ta is None:
+                ta = s.a.accuracy(v, s.a.splits["test"], f"{method} test")
+            rows.append({"corruption": n, "method": method, "storage_mb": mb, "ta": ta,
+                         "ra": s.a.accuracy(v, s.corrupted(s.a, n, "test"), f"{method} {n}")})
+        back = patching.Patched(clean).add(sig["fp32"][n], lam).remove(0).variables
         removal_exact &= all(np.asarray(x).tobytes() == np.asarray(y).tobytes()
-                             for x, y in zip(jax.tree.leaves(back), jax.tree.leaves(clean_a)))
+                             for x, y in zip(jax.tree.leaves(back), jax.tree.leaves(clean)))
+    out = {"rows": rows, "removal_exact": bool(removal_exact), "full_model_mb": full_mb}
+    write_json(_path(s, "table.json"), out)
+    return out
 
-    # Sweeps: λ, k, bits.
+
+def _sweeps(s: Context, r) -> dict:
+    """RA/TA against λ, against k (float32 signatures of the k shallowest layers) and against bits."""
+    c, a, sig = s.config, s.config.data.name, r["signatures"]
+    clean, lam = r[f"{a}_clean"], float(c.signature.lam)
+    os.makedirs(_path(s, "signatures", "sweeps"), exist_ok=True)
     lam_sweep, k_sweep, bits_sweep = {}, {}, {}
-    for n in names:
-        test_c = a.corrupted(n, "test")
+    for n in s.names:
         lam_sweep[n] = []
         for l in c.sweeps.lambdas:
-            v = patched(clean_a, [(sigs[n], float(l))])
-            lam_sweep[n].append({"lam": float(l), "ta": acc_a(v, test_a, f"λ={l} test"),
-                                 "ra": acc_a(v, test_c, f"λ={l} {n}")})
+            ta, ra = s.ta_ra(s.patched(clean, [(sig["fp32"][n], float(l))]), n, f"λ={l}")
+            lam_sweep[n].append({"lam": float(l), "ta": ta, "ra": ra})
         k_sweep[n] = []
-        for k in [k for k in c.sweeps.ks if k <= len(convs)]:
-            s_k, mb = stored(make(robust_a[n], clean_a, start_a, a, signatures.select_shallowest(convs, k), None, n),
-                             f"k{k}_fp32")
-            v = patched(clean_a, [(s_k, lam)])
-            k_sweep[n].append({"k": k, "bytes": mb * 1e6, "ta": acc_a(v, test_a, f"k={k} test"),
-                               "ra": acc_a(v, test_c, f"k={k} {n}")})
+        for k in [k for k in c.sweeps.ks if k <= len(s.convs)]:
+            s_k, mb = _store(_path(s, "signatures", "sweeps", f"{a}_{n}_k{k}_fp32.safetensors"),
+                             _make(s, r, n, signatures.select_shallowest(s.convs, k), None))
+            ta, ra = s.ta_ra(s.patched(clean, [(s_k, lam)]), n, f"k={k}")
+            k_sweep[n].append({"k": k, "bytes": mb * 1e6, "ta": ta, "ra": ra})
         bits_sweep[n] = []
         for bits in c.sweeps.bits:
-            s_b, mb = stored(make(robust_a[n], clean_a, start_a, a, modules, bits, n), f"k{sig_cfg.k}_{bits}bit")
-            v = patched(clean_a, [(s_b, lam)])
-            bits_sweep[n].append({"bits": bits, "bytes": mb * 1e6, "ra": acc_a(v, test_c, f"{bits}b {n}")})
-        bits_sweep[n].append({"bits": 32, "bytes": size[n] * 1e6,
-                              "ra": next(r["ra"] for r in rows if r["corruption"] == n and "fp32" in r["method"])})
+            s_b, mb = _store(_path(s, "signatures", "sweeps", f"{a}_{n}_k{c.signature.k}_{bits}bit.safetensors"),
+                             _make(s, r, n, sig["modules"], bits))
+            v = s.patched(clean, [(s_b, lam)])
+            bits_sweep[n].append({"bits": bits, "bytes": mb * 1e6,
+                                  "ra": s.a.accuracy(v, s.corrupted(s.a, n, "test"), f"{bits}b {n}")})
+        fp32 = s.patched(clean, [(sig["fp32"][n], lam)])
+        bits_sweep[n].append({"bits": 32, "bytes": sig["size"][n] * 1e6,
+                              "ra": s.a.accuracy(fp32, s.corrupted(s.a, n, "test"), f"fp32 {n}")})
+    rws_figures.lambda_sweep(lam_sweep, _path(s, "lambda_sweep.png"))
+    rws_figures.k_and_bits(k_sweep, bits_sweep, _path(s, "k_and_bits.png"))
+    out = {"lambda_sweep": lam_sweep, "k_sweep": k_sweep, "bits_sweep": bits_sweep}
+    write_json(_path(s, "sweeps.json"), out)
+    return out
 
-    # Transfer: A's signatures on B's clean model, and on θ_clean that kept training.
-    transfer = []
-    for n in names:
-        test_bc, test_ac = b.corrupted(n, "test"), a.corrupted(n, "test")
-        patching.check_compatible(sigs[n], clean_b)
-        on_b = patched(clean_b, [(sigs[n], lam)], task=b)
-        on_cont = patched(continued_a, [(sigs[n], lam)])
-        transfer.append({
-            "corruption": n,
-            f"{b.dataset}_clean_ta": b.accuracy(clean_b, b.splits["test"], "B test"),
-            f"{b.dataset}_clean_ra": b.accuracy(clean_b, test_bc, f"B {n}"),
-            f"{b.dataset}_patched_ta": b.accuracy(on_b, b.splits["test"], "B+RWS test"),
-            f"{b.dataset}_patched_ra": b.accuracy(on_b, test_bc, f"B+RWS {n}"),
-            f"{b.dataset}_robust_ra": b.accuracy(robust_b[n], test_bc, f"B θ_{n}") if n in robust_b else None,
-            "continued_ta": acc_a(continued_a, test_a, "cont test"), "continued_ra": acc_a(continued_a, test_ac, "cont"),
-            "continued_patched_ta": acc_a(on_cont, test_a, "cont+RWS test"),
-            "continued_patched_ra": acc_a(on_cont, test_ac, f"cont+RWS {n}"),
-        })
 
-    # Analyses (observations 1–3) over all conv layers.
-    profile = {n: analysis.relative_difference(robust_a[n]["params"], clean_a["params"], convs) for n in names}
-    all_a = {n: signatures.extract(robust_a[n]["params"], start_a["params"], clean_a["params"], modules=convs)
-             for n in names}
+def _transfer(s: Context, r) -> list[dict]:
+    """A's signatures on B's clean model (θ_pre fine-tuned on B) and on the θ_clean that kept training."""
+    c, a, b, sig = s.config, s.config.data.name, s.config.transfer.dataset, r["signatures"]
+    lam, clean_b, continued = float(c.signature.lam), r[f"{b}_clean"], r[f"{a}_clean_continued"]
+    rows = []
+    for n in s.names:
+        patching.check_compatible(sig["fp32"][n], clean_b)
+        b_ta, b_ra = s.ta_ra(clean_b, n, "B", task=s.b)
+        bp_ta, bp_ra = s.ta_ra(s.patched(clean_b, [(sig["fp32"][n], lam)], task=s.b), n, "B+RWS", task=s.b)
+        robust_b = r[f"{b}_{n}"] if c.transfer.robust_models else None
+        cont_ta, cont_ra = s.ta_ra(continued, n, "cont")
+        cp_ta, cp_ra = s.ta_ra(s.patched(continued, [(sig["fp32"][n], lam)]), n, "cont+RWS")
+        rows.append({
+            "corruption": n, f"{b}_clean_ta": b_ta, f"{b}_clean_ra": b_ra, f"{b}_patched_ta": bp_ta,
+            f"{b}_patched_ra": bp_ra,
+            f"{b}_robust_ra": None if robust_b is None else
+            s.b.accuracy(robust_b, s.corrupted(s.b, n, "test"), f"B θ_{n}"),
+            "continued_ta": cont_ta, "continued_ra": cont_ra, "continued_patched_ta": cp_ta,
+            "continued_patched_ra": cp_ra})
+    write_json(_path(s, "transfer.json"), rows)
+    return rows
+
+
+def _analyses(s: Context, r) -> dict:
+    """Observations 1–3 over all conv layers: robust − clean per layer, RWS cosine similarity, across datasets."""
+    c, a, b = s.config, s.config.data.name, s.config.transfer.dataset
+    clean_a, start_a = r[f"{a}_clean"], start_point(s.a, r["pre"])
+    profile = {n: analysis.relative_difference(r[f"{a}_{n}"]["params"], clean_a["params"], s.convs) for n in s.names}
+    all_a = {n: signatures.extract(r[f"{a}_{n}"]["params"], start_a["params"], clean_a["params"], modules=s.convs)
+             for n in s.names}
     labels, cos_a = analysis.cosine_similarity_matrix(all_a)
     cross = None
-    if robust_b:
-        all_b = {n: signatures.extract(robust_b[n]["params"], start_b["params"], clean_b["params"], modules=convs)
-                 for n in names}
-        _, joint = analysis.cosine_similarity_matrix({**{f"A:{n}": all_a[n] for n in names},
-                                                      **{f"B:{n}": all_b[n] for n in names}})
-        cross = joint[: len(names), len(names):]
-    rws_figures.layer_profile(profile, convs, os.path.join(workdir, "layer_profile.png"),
-                              f"Observation 1: robust − clean per layer ({c.model.name}, {a.dataset})")
-    rws_figures.similarity_matrix(labels, labels, cos_a, os.path.join(workdir, "signature_similarity.png"),
-                                  f"Observation 2: cosine similarity of RWS ({a.dataset})")
-    if cross is not None:
-        rws_figures.similarity_matrix([f"{a.dataset}:{n}" for n in names], [f"{b.dataset}:{n}" for n in names],
-                                      cross, os.path.join(workdir, "cross_dataset_similarity.png"),
+    if c.transfer.robust_models:
+        clean_b, start_b = r[f"{b}_clean"], start_point(s.b, r["pre"])
+        all_b = {n: signatures.extract(r[f"{b}_{n}"]["params"], start_b["params"], clean_b["params"],
+                                       modules=s.convs) for n in s.names}
+        _, joint = analysis.cosine_similarity_matrix({**{f"A:{n}": all_a[n] for n in s.names},
+                                                      **{f"B:{n}": all_b[n] for n in s.names}})
+        cross = joint[: len(s.names), len(s.names):]
+        rws_figures.similarity_matrix([f"{a}:{n}" for n in s.names], [f"{b}:{n}" for n in s.names], cross,
+                                      _path(s, "cross_dataset_similarity.png"),
                                       "Observation 3: RWS similarity across datasets")
-    rws_figures.lambda_sweep(lam_sweep, os.path.join(workdir, "lambda_sweep.png"))
-    rws_figures.k_and_bits(k_sweep, bits_sweep, os.path.join(workdir, "k_and_bits.png"))
+    rws_figures.layer_profile(profile, s.convs, _path(s, "layer_profile.png"),
+                              f"Observation 1: robust − clean per layer ({c.model.name}, {a})")
+    rws_figures.similarity_matrix(labels, labels, cos_a, _path(s, "signature_similarity.png"),
+                                  f"Observation 2: cosine similarity of RWS ({a})")
+    out = {"layer_profile": profile, "cosine": {"labels": labels, "matrix": cos_a.tolist()},
+           "cross_dataset_cosine": None if cross is None else cross.tolist()}
+    write_json(_path(s, "analyses.json"), out)
+    return out
 
+
+def _report(s: Context, r) -> dict:
+    """results.json and report.md from the stages before."""
+    c, sig, table = s.config, r["signatures"], r["table"]
+    full_mb = table["full_model_mb"]
     results = {
-        "model": c.model.name, "width_multiplier": c.model.width_multiplier, "dataset": a.dataset,
-        "transfer_dataset": b.dataset, "corruptions": names, "severity": a.severity, "signature_layers": modules,
-        "bn": sig_cfg.bn, "full_model_mb": full_mb, "table": rows, "removal_exact": bool(removal_exact),
-        "times_smaller": {n: {"fp32": full_mb / size[n], f"{sig_cfg.bits}bit": full_mb / qsize[n]} for n in names},
-        "lambda_sweep": lam_sweep, "k_sweep": k_sweep, "bits_sweep": bits_sweep, "transfer": transfer,
-        "layer_profile": profile, "cosine": {"labels": labels, "matrix": cos_a.tolist()},
-        "cross_dataset_cosine": None if cross is None else cross.tolist(),
+        "model": c.model.name, "width_multiplier": c.model.width_multiplier, "dataset": c.data.name,
+        "transfer_dataset": c.transfer.dataset, "corruptions": s.names, "severity": s.severity,
+        "signature_layers": sig["modules"], "bn": c.signature.bn, "full_model_mb": full_mb, "table": table["rows"],
+        "removal_exact": table["removal_exact"],
+        "times_smaller": {n: {"fp32": full_mb / sig["size"][n], f"{c.signature.bits}bit": full_mb / sig["qsize"][n]}
+                          for n in s.names},
+        **r["sweeps"], "transfer": r["transfer"], **r["analyses"], "timings_s": dict(r.seconds),
     }
-    write_report(workdir, c, results)
-    write_json(path, results)
+    write_report(s.workdir, c, results)
+    write_json(_path(s, "results.json"), results)
     return results
 
 
@@ -318,6 +347,7 @@ def write_report(workdir, c, r) -> None:
           "## Transfer", "", tables.markdown_table(
               ["corruption"] + [k for k in r["transfer"][0] if k != "corruption"],
               [[t["corruption"]] + [v for k, v in t.items() if k != "corruption"] for t in r["transfer"]]), "",
+          "## Stage timings (s)", "", tables.markdown_table(["stage", "seconds"], list(r["timings_s"].items())), "",
           "## Figures", "", "![layer profile](layer_profile.png)", "![similarity](signature_similarity.png)"]
     if r["cross_dataset_cosine"] is not None:
         md.append("![cross-dataset](cross_dataset_similarity.png)")
@@ -325,3 +355,90 @@ def write_report(workdir, c, r) -> None:
     write_text(os.path.join(workdir, "report.md"), "\n".join(md))
     print(tables.rws_table(r["table"]))
     print(ratios)
+
+
+def _json(name):
+    return lambda s: read_json(_path(s, name))
+
+
+def _zoo(name: str, task: str, compute, depends, inputs=("pre",)) -> Stage:
+    return Stage(name, depends, (f"zoo/{name}/final",), compute, _load_zoo(name, task), inputs=inputs,
+                 partial=(f"zoo/{name}/checkpoints", f"zoo/{name}/history.json"))
+
+
+def stages(config) -> tuple[Stage, ...]:
+    """The RWS stages for ``config`` (one zoo stage per model: they depend on the corruption list)."""
+    c = config
+    names = list(ood.corruption_list(c.corruptions.names, "corruptions.names"))
+    a, b = c.data.name, c.transfer.dataset
+    model = ("seed", "model")
+    on_a = (*model, "data", "finetune")
+    on_b = (*model, "finetune", "transfer.dataset", "transfer.train_size", "transfer.val_size", "transfer.test_size")
+    corrupted = ("corruptions.severity",)
+    robust_a = [f"{a}_{n}" for n in names]
+    robust_b = [f"{b}_{n}" for n in names] if c.transfer.robust_models else []
+    zoo_a = (f"{a}_clean", *robust_a)
+    out = [_zoo("pre", "pre", _pre, (*model, "pre", "init_checkpoint"), inputs=()),
+           _zoo(f"{a}_clean", "a", _finetuned(f"{a}_clean", "a", None, 10), on_a),
+           *[_zoo(f"{a}_{n}", "a", _finetuned(f"{a}_{n}", "a", n, 10), (*on_a, *corrupted)) for n in names],
+           _zoo(f"{b}_clean", "b", _finetuned(f"{b}_clean", "b", None, 20), on_b),
+           *[_zoo(f"{b}_{n}", "b", _finetuned(f"{b}_{n}", "b", n, 20), (*on_b, *corrupted))
+             for n in names if c.transfer.robust_models],
+           _zoo(f"{a}_clean_continued", "a", _continued(f"{a}_clean_continued", f"{a}_clean"),
+                (*on_a, "transfer.continued_epochs"), inputs=(f"{a}_clean",))]
+    evaluation = ("eval", "signature", "corruptions", "data")
+    out += [
+        Stage("signatures", ("signature.k", "signature.bits", "corruptions"), ("signatures.json", "signatures"),
+              _signatures, _load_signatures, inputs=("pre", *zoo_a)),
+        Stage("table", evaluation, ("table.json",), _table, _json("table.json"), inputs=("signatures", *zoo_a)),
+        Stage("sweeps", (*evaluation, "sweeps"), ("sweeps.json", "lambda_sweep.png", "k_and_bits.png"), _sweeps,
+              _json("sweeps.json"), inputs=("pre", "signatures", *zoo_a), partial=("signatures/sweeps",)),
+        Stage("transfer", (*evaluation, "transfer"), ("transfer.json",), _transfer, _json("transfer.json"),
+              inputs=("signatures", f"{b}_clean", f"{a}_clean_continued", *robust_b)),
+        Stage("analyses", ("corruptions", "transfer.robust_models"),
+              ("analyses.json", "layer_profile.png", "signature_similarity.png",
+               *(["cross_dataset_similarity.png"] if robust_b else [])),
+              _analyses, _json("analyses.json"), inputs=("pre", *zoo_a, f"{b}_clean", *robust_b)),
+        Stage("report", evaluation, ("results.json", "report.md"), _report, _json("results.json"),
+              inputs=("signatures", "table", "sweeps", "transfer", "analyses")),
+    ]
+    return tuple(out)
+
+
+def validate(config) -> list[str]:
+    """Problems with the RWS-only fields (``corruptions``, ``signature``, ``pre``, ``finetune``; ``redo``)."""
+    from rwsjax.config_validation import at_least, choice, get
+    p: list[str] = []
+    try:
+        ood.corruption_list(config.corruptions.names, "corruptions.names")
+        names_ok = True
+    except ValueError as e:
+        p.append(str(e))
+        names_ok = False
+    if config.corruptions.severity not in range(1, 6):
+        p.append(f"config.corruptions.severity={config.corruptions.severity!r} must be in 1..5")
+    bits = get(config, "signature.bits")
+    if bits not in range(1, 9):
+        p.append(f"config.signature.bits={bits!r} must be in 1..8")
+    choice(p, config, "signature.compose", ("sum", "mean"))
+    choice(p, config, "signature.bn", BN_MODES)
+    at_least(p, config, "signature.k", 1)
+    for block in ("pre", "finetune"):
+        at_least(p, config, f"{block}.epochs", 0)
+        at_least(p, config, f"{block}.learning_rate", 0)
+    return p + (redo_problems(config, stages(config)) if names_ok else [])
+
+
+def run(config, workdir: str) -> dict:
+    """Run (or resume) the RWS pipeline in ``workdir``; returns the results dict (``results.json``)."""
+    contexts = []
+
+    def context():
+        contexts.append(Context(config, workdir))
+        return contexts[0]
+
+    try:
+        return stage_runner.run(workdir, config, stages(config), context, tag="rws")["report"]
+    finally:
+        for ctx in contexts:
+            ctx.a.close()
