@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +16,18 @@ DATA_DIR = os.environ.get("TFDS_DATA_DIR")
 # under jax.transfer_guard("disallow"): an implicit host<->device copy per step fails the test (dispatch.guard).
 os.environ.setdefault("RWSJAX_TRANSFER_GUARD", "disallow")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# One persistent XLA compilation cache for the whole test run: the xdist workers and every rwsjax process
+# the tests start (pipelines killed and resumed, multi-process runs) compile each program once.  The
+# controller empties it when the run starts (pytest_configure), so every run compiles from scratch once.
+XLA_CACHE = os.path.join(tempfile.gettempdir(), f"rwsjax-tests-xla-cache-{os.getuid()}")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", XLA_CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput") and os.environ["JAX_COMPILATION_CACHE_DIR"] == XLA_CACHE:
+        shutil.rmtree(XLA_CACHE, ignore_errors=True)  # the controller, before any worker starts
 
 
 def have_cifar10() -> bool:

@@ -25,7 +25,7 @@ def main():
     model = create_model("resnet18", num_classes=10, width_multiplier=0.125)
     variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, 32, 32, 3)), train=False))(jax.random.PRNGKey(0))
     tx = sgd(0.1, momentum=0.9, weight_decay=5e-4, steps_per_epoch=1)
-    attack = dict(eps=8 / 255, step_size=2 / 255, steps=2, norm="linf", random_init=True, unroll=True)
+    attack = dict(eps=8 / 255, step_size=2 / 255, steps=2, norm="linf", random_init=True, unroll=False)
     report = {}
     for regime, attack_bn in (("standard", "batch"), ("pgd_at", "eval"), ("pgd_at", "batch")):
         out = {}
@@ -45,11 +45,16 @@ def main():
             counts = jax.device_get(ev(state.variables, x, y, mask, jax.random.PRNGKey(9)))
             out[name] = (jax.device_get(state.variables), {k: float(v) for k, v in counts.items()},
                          float(metrics["loss"]), x_adv)
-        a, b = (jax.tree.leaves(out[n][0]) for n in ("sharded", "single"))
+        a, b = (jax.tree.leaves(out[n][0]["params"]) for n in ("sharded", "single"))
+        p0 = jax.tree.leaves(jax.device_get(variables["params"]))
+        distance = float(np.sqrt(sum(np.sum((u - v) ** 2) for u, v in zip(a, b))))
         report[f"{regime}/{attack_bn}"] = {
             "max_abs_diff": max(float(np.max(np.abs(u - v))) for u, v in zip(a, b)),
-            "relative_diff": float(np.sqrt(sum(np.sum((u - v) ** 2) for u, v in zip(a, b))
-                                           / sum(np.sum(v ** 2) for v in b))),
+            "relative_diff": distance / float(np.sqrt(sum(np.sum(v ** 2) for v in b))),
+            # ‖θ_sharded − θ_single‖ / ‖θ_single − θ_0‖: the difference against how far the two steps moved θ
+            "displacement_diff": distance / float(np.sqrt(sum(np.sum((v - w) ** 2) for v, w in zip(b, p0)))),
+            "batch_stats_diff": max(float(np.max(np.abs(u - v))) for u, v in zip(
+                jax.tree.leaves(out["sharded"][0]["batch_stats"]), jax.tree.leaves(out["single"][0]["batch_stats"]))),
             "x_adv_equal_fraction": float(np.mean(out["sharded"][3] == out["single"][3])),
             "sharded_eval": out["sharded"][1], "single_eval": out["single"][1],
             "sharded_loss": out["sharded"][2], "single_loss": out["single"][2]}
