@@ -111,14 +111,14 @@ def test_autoattack_step_counts_match_the_attack(trained_tiny_resnet, cifar_test
     model, variables = trained_tiny_resnet
     images, labels = cifar_test_batch
     mesh = sharding.make_mesh(jax.devices()[:1])
-    step = steps.make_autoattack_step(model, mesh, eps=8 / 255, n_iter=4, n_targets=2, unroll=True)
+    step = steps.make_autoattack_step(model, mesh, eps=8 / 255, n_iter=4, n_targets=2, unroll=False)
     key = jax.random.PRNGKey(3)
     mask = np.arange(64) < 50  # 14 padded rows must not count
     counts = jax.device_get(step(variables, *sharding.shard_batch((images, labels, mask), mesh), key))
     fn = steps.eval_logits_fn(model, variables)
     x = jnp.asarray(images, jnp.float32) / 255.0
     ref = jax.jit(lambda k: ap.autoattack_lite(fn, x, jnp.asarray(labels), k, eps=8 / 255, n_iter=4,
-                                               n_targets=2, unroll=True))(key)
+                                               n_targets=2, unroll=False))(key)
     for name, ref_name in (("clean", "clean"), ("apgd_ce", "apgd_ce"), ("apgd_t", "apgd_t"),
                            ("autoattack", "combined")):
         assert int(counts[name]) == int(np.sum(np.asarray(ref[ref_name]) & mask)), name
@@ -138,11 +138,11 @@ def test_restarts_only_add_adversarial_examples(trained_tiny_resnet, cifar_test_
     y = jnp.asarray(cifar_test_batch[1][:32])
     fn = steps.eval_logits_fn(model, variables)
     key, eps = jax.random.PRNGKey(5), 8 / 255
-    run = jax.jit(lambda k, r: ap.apgd_restarts(fn, x, y, k, restarts=r, eps=eps, n_iter=5, unroll=True),
+    run = jax.jit(lambda k, r: ap.apgd_restarts(fn, x, y, k, restarts=r, eps=eps, n_iter=5, unroll=False),
                   static_argnums=1)
     x1, r1 = run(key, 1)
     x3, r3 = run(key, 3)
-    _, single = jax.jit(lambda k: ap.apgd(fn, x, y, k, eps=eps, n_iter=5, unroll=True))(jax.random.fold_in(key, 0))
+    _, single = jax.jit(lambda k: ap.apgd(fn, x, y, k, eps=eps, n_iter=5, unroll=False))(jax.random.fold_in(key, 0))
     assert bool(jnp.all(r1 == single))
     assert bool(jnp.all(r3 <= r1))  # robust after 3 restarts ⇒ robust after the first
     assert float(jnp.max(jnp.abs(x3 - x))) <= eps + 1e-6 and float(x3.min()) >= 0 and float(x3.max()) <= 1

