@@ -69,15 +69,23 @@ def main(argv):
     os.makedirs(workdir, exist_ok=True)
     distributed.check_shared_workdir(workdir)
     print(config)
+    from rwsjax.data.sources import DatasetNotFoundError
+    from rwsjax.rws.patching import SignatureMismatchError
+    from rwsjax.rws.signatures import SignatureFormatError
+    from rwsjax.train.checkpoint import CheckpointError
     from rwsjax.train.loop import Preempted
     from rwsjax.workflows.stages import StageError
+    # What a user can fix (the message says how): one line, no traceback.  FloatingPointError: a NaN/inf loss
+    # stopped training with the last good checkpoint kept.
+    user_errors = (StageError, DatasetNotFoundError, CheckpointError, SignatureFormatError, SignatureMismatchError,
+                   FloatingPointError)
     try:
         workflows.get(config.workflow).run(config, workdir)
-    except StageError as e:
+    except user_errors as e:
         _fail(str(e))
-    except Preempted as e:
+    except Preempted as e:  # checkpointed: 130 after Ctrl-C (the user's stop), 143 after a preemption notice
         print(e, file=sys.stderr)
-        sys.exit(143)
+        sys.exit(e.exit_status)
     print(f"done: results in {workdir}")
 
 

@@ -17,17 +17,20 @@ DATA_DIR = os.environ.get("TFDS_DATA_DIR")
 os.environ.setdefault("RWSJAX_TRANSFER_GUARD", "disallow")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One persistent XLA compilation cache for the whole test run: the xdist workers and every rwsjax process
-# the tests start (pipelines killed and resumed, multi-process runs) compile each program once.  The
-# controller empties it when the run starts (pytest_configure), so every run compiles from scratch once.
-XLA_CACHE = os.path.join(tempfile.gettempdir(), f"rwsjax-tests-xla-cache-{os.getuid()}")
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", XLA_CACHE)
+# the tests start (pipelines killed and resumed, multi-process runs) compile each program once.  The process
+# that starts the run (the xdist controller, or a plain pytest) makes a fresh directory, which the workers and
+# subprocesses inherit through the environment, and removes it at the end: every run compiles from scratch
+# once, and two runs on one machine do not share it.
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="rwsjax-tests-xla-cache-")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 
-def pytest_configure(config):
-    if not hasattr(config, "workerinput") and os.environ["JAX_COMPILATION_CACHE_DIR"] == XLA_CACHE:
-        shutil.rmtree(XLA_CACHE, ignore_errors=True)  # the controller, before any worker starts
+def pytest_unconfigure(config):
+    if _OWN_CACHE and not hasattr(config, "workerinput"):
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 def have_cifar10() -> bool:

@@ -17,8 +17,8 @@ from the ``RWSJAX_*`` variables set by ``launch/local.sh`` (single process
 without them).  Every artifact write (reports, JSON, figures) is recorded in
 ``WORKDIR/writes/process_<i>.json``.
 
-``RWSJAX_FAULT_AT_STEP=STEP:KILL`` (a crash) or ``STEP:TERM`` (a preemption notice) makes the process
-send itself SIGKILL or SIGTERM right after the train-step call of global step STEP returns (see
+``RWSJAX_FAULT_AT_STEP=STEP:KILL`` (a crash), ``STEP:TERM`` (a preemption notice) or ``STEP:INT`` (Ctrl-C)
+makes the process send itself SIGKILL, SIGTERM or SIGINT right after the train-step call of global step STEP returns (see
 :func:`install_fault`).
 """
 
@@ -42,9 +42,9 @@ def install_fault(spec: str) -> None:
     """Make every train step built by ``rwsjax.train.steps.make_train_step`` signal this process.
 
     Args:
-      spec: ``"STEP:KILL"`` or ``"STEP:TERM"``: right after the call that runs global step ``STEP``
+      spec: ``"STEP:KILL"``, ``"STEP:TERM"`` or ``"STEP:INT"``: right after the call that runs global step ``STEP``
         (1-based; ``state.step`` becomes ``STEP``) returns — the step dispatched, not necessarily
-        finished — the process sends itself SIGKILL (it dies there) or SIGTERM (``fit``'s handler sets its
+        finished — the process sends itself SIGKILL (it dies there), SIGTERM or SIGINT (``fit``'s handler sets its
         stop flag, so ``fit`` finishes that step, checkpoints it and raises ``Preempted``).
 
     The global step is read from the first state a built step receives (one explicit device-to-host copy)
@@ -52,12 +52,12 @@ def install_fault(spec: str) -> None:
     ``steps.make_train_step`` through the module, which is what this replaces.
 
     Raises:
-      ValueError: ``spec`` is not ``STEP:KILL`` or ``STEP:TERM`` with an integer STEP.
+      ValueError: ``spec`` is not ``STEP:KILL``, ``STEP:TERM`` or ``STEP:INT`` with an integer STEP.
     """
     at, _, how = spec.partition(":")
-    signals = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM}
+    signals = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM, "INT": signal.SIGINT}
     if not at.strip().isdigit() or how not in signals:
-        raise ValueError(f"{FAULT} must be STEP:KILL or STEP:TERM, got {spec!r}")
+        raise ValueError(f"{FAULT} must be STEP:KILL, STEP:TERM or STEP:INT, got {spec!r}")
     at, sig = int(at), signals[how]
     from rwsjax.train import steps
     build = steps.make_train_step
@@ -131,7 +131,7 @@ def main():
             stages.run(workdir, config, rws.stages(config)[:1], lambda: rws.Context(config, workdir))
     except Preempted as e:  # as rwsjax.main does
         print(e, file=sys.stderr)
-        sys.exit(143)
+        sys.exit(e.exit_status)
     log = os.path.join(workdir, "writes", f"process_{jax.process_index()}.json")
     os.makedirs(os.path.dirname(log), exist_ok=True)
     with open(log, "w") as f:

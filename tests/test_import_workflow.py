@@ -102,3 +102,35 @@ def test_export_cli_writes_the_runs_model_with_its_normalization(smoke_model, tm
     np.testing.assert_allclose(result.mean, (0.4914, 0.4822, 0.4465), rtol=1e-6)
     chex.assert_trees_all_equal(result.variables, v)
     assert export_main([str(tmp_path / "nothing"), out]) == 1
+
+
+def test_saved_directories_say_what_they_hold(smoke_model, tmp_path):
+    """rwsjax.load rebuilds the model from a directory's own record; a directory without one (an older rwsjax)
+    and a PyTorch file load with the architecture given; a request that contradicts the record is refused."""
+    import rwsjax
+    from rwsjax.workflows.common import describe
+    c, model, like = smoke_model
+    v = _shifted(like)
+    path = str(tmp_path / "final")
+    checkpoint.save_variables(path, v, info=describe(c, "cifar10"))
+    info = checkpoint.read_info(path)
+    assert info["architecture"] == "resnet18" and info["width_multiplier"] == 0.0625 and info["num_classes"] == 10
+    assert info["dataset"] == "cifar10" and info["config"]["workflow"] == "rift"
+    assert info["mean"] == [0.4914, 0.4822, 0.4465] and info["rwsjax_version"] == rwsjax.__version__
+    got_model, got = rwsjax.load(path)
+    assert got_model == model  # same architecture, width, classes and normalization
+    chex.assert_trees_all_equal(got, v)
+    with pytest.raises(ValueError, match=r"width_multiplier=0.25 \(the file records 0.0625\)"):
+        rwsjax.load(path, width_multiplier=0.25)
+
+    old = str(tmp_path / "old")
+    checkpoint.save_variables(old, v)  # no record
+    assert checkpoint.read_info(old) is None
+    with pytest.raises(ValueError, match="does not record its model: pass architecture="):
+        rwsjax.load(old)
+    pt = str(tmp_path / "m.safetensors")
+    pytorch_io.save_state_dict(pytorch_io.export_state_dict(v), pt)
+    for source in (old, pt):
+        got_model, got = rwsjax.load(source, architecture="resnet18", dataset="cifar10", width_multiplier=0.0625)
+        assert got_model == model
+        chex.assert_trees_all_equal(got, v)

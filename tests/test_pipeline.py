@@ -94,13 +94,18 @@ def test_smoke_pipeline_end_to_end_with_resume(tmp_path):
     assert json.loads((workdir / "mrc.json").read_text())["eps"] == 0.2
     assert redone["at"] == results["at"] and redone["timings_s"]["at"] == results["timings_s"]["at"]
 
-    # The evaluate workflow on the saved θ_AT reproduces the report's clean/adversarial test numbers.
-    evaluate = [sys.executable, "-m", "rwsjax.main", f"--config={ROOT}/configs/evaluate.py:smoke",
+    # The evaluate workflow on the saved θ_AT reproduces the report's clean/adversarial test numbers. The model
+    # comes from the directory's own record: the cpu preset's width (×0.25) is replaced by the run's (×0.0625);
+    # the overrides only set the smoke run's test subset and attack.
+    evaluate = [sys.executable, "-m", "rwsjax.main", f"--config={ROOT}/configs/evaluate.py:cpu",
                 f"--workdir={tmp_path / 'eval'}", f"--config.checkpoint={workdir / 'at' / 'final'}",
-                "--config.log.tensorboard=False", "--config.ood.enabled=False", "--config.eval.autoattack=True",
-                "--config.eval.apgd_iters=3", "--config.eval.apgd_targets=2", "--config.eval.autoattack_size=40"]
+                "--config.data.test_size=100", "--config.eval.steps=2", "--config.eval.restarts=2",
+                "--config.eval.batch_size=100", "--config.log.tensorboard=False", "--config.ood.enabled=False",
+                "--config.eval.autoattack=True", "--config.eval.apgd_iters=3", "--config.eval.apgd_targets=2",
+                "--config.eval.autoattack_size=40"]
     ev = subprocess.run(evaluate, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert ev.returncode == 0, (ev.stdout + ev.stderr)[-4000:]
+    assert "resnet18 ×0.0625 on cifar10 (its record); set model.width_multiplier=0.0625" in ev.stdout
     # Its stages are recorded too: the same command skips them all, another attack is refused.
     again = subprocess.run(evaluate, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert again.returncode == 0 and all(f"[evaluate] {st}: done" in again.stdout

@@ -45,16 +45,20 @@ def _final_state(stage_dir):
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["at", "zoo"])
 def test_killed_and_preempted_run_resumes_bit_identically(tmp_path, mode):
+    """SIGKILL, then SIGTERM (``at``) or SIGINT (``zoo``), then SIGKILL again: the resumed run ends bit-identical
+    to an uninterrupted one."""
     interrupted, straight = str(tmp_path / "interrupted"), str(tmp_path / "straight")
     stage = STAGE_DIRS[mode]
     # SIGKILL right after step 2 (end of epoch 1, before its checkpoint): starts over.
     r = _run(mode, interrupted, "2:KILL")
     assert r.returncode == -9, r.stderr[-2000:]
     assert not os.path.exists(os.path.join(interrupted, stage, "checkpoints", "2"))
-    # SIGTERM after step 3 (mid-epoch 2): finishes the step, checkpoints step 3, exits 143 with a message.
-    r = _run(mode, interrupted, "3:TERM")
-    assert r.returncode == 143, r.stderr[-2000:]
-    assert "SIGTERM received: checkpoint written at step 3" in r.stderr
+    # SIGTERM (a preemption notice; exit 143) or SIGINT (Ctrl-C; exit 130) after step 3 (mid-epoch 2): finishes
+    # the step, checkpoints step 3, exits with a message.
+    signal, status = ("SIGTERM", 143) if mode == "at" else ("SIGINT", 130)
+    r = _run(mode, interrupted, f"3:{signal[3:]}")
+    assert r.returncode == status, r.stderr[-2000:]
+    assert f"{signal} received: checkpoint written at step 3" in r.stderr
     assert os.path.isdir(os.path.join(interrupted, stage, "checkpoints", "3"))
     # SIGKILL after step 5: resumes from the end-of-epoch-2 checkpoint (step 4), dies again.
     r = _run(mode, interrupted, "5:KILL")
@@ -71,3 +75,31 @@ def test_killed_and_preempted_run_resumes_bit_identically(tmp_path, mode):
     fa, fb = (checkpoint.load_variables(os.path.join(d, stage, "final")) for d in (interrupted, straight))
     for x, y in zip(jax.tree.leaves(fa), jax.tree.leaves(fb)):
         np.testing.assert_array_equal(x, y)
+
+
+def _fake_python(tmp_path, statuses):
+    """A ``python`` on PATH that exits with the next status of ``statuses`` and logs each call."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (tmp_path / "statuses").write_text("\n".join(map(str, statuses)) + "\n")
+    script = bin_dir / "python"
+    script.write_text(f"""#!/usr/bin/env bash
+echo "$@" >> {tmp_path}/calls
+status=$(head -n1 {tmp_path}/statuses); sed -i 1d {tmp_path}/statuses; exit "$status"
+""")
+    script.chmod(0o755)
+    return dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+
+
+@pytest.mark.parametrize("statuses,expected,calls", [
+    ((143, 143, 0), 0, 3),   # preempted twice, then done: resumed each time
+    ((143, 130), 130, 2),    # preempted, then Ctrl-C: stops, status 130
+    ((143, 1), 1, 2),        # a real failure stops the loop with its status
+])
+def test_run_until_done_resumes_after_preemption_only(tmp_path, statuses, expected, calls):
+    env = _fake_python(tmp_path, statuses)
+    r = subprocess.run([os.path.join(ROOT, "launch", "run_until_done.sh"), "configs/rift.py:smoke", "w",
+                        "--config.at.epochs=1"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == expected, r.stderr
+    lines = (tmp_path / "calls").read_text().splitlines()
+    assert lines == ["-m rwsjax.main --config=configs/rift.py:smoke --workdir=w --config.at.epochs=1"] * calls

@@ -396,7 +396,7 @@ def generate(
         ``$TFDS_DATA_DIR`` or the TFDS default.
       overwrite: replace an existing split generated with other arguments
         (or not by rwsjax). Without it such a split raises.
-      progress: show a tqdm progress bar (terminal only).
+      progress: show progress (a bar on a terminal, log lines elsewhere).
 
     Returns:
       The dataset version folder (``.../<config>/1.0.0``).
@@ -444,11 +444,10 @@ def generate(
                 source, split=tfds_split(source, split), data_dir=src_dir
             ).dataset_info.features["label"].names
 
-        from tqdm.auto import tqdm
+        from rwsjax.report.progress import bar as progress_bar
 
         def examples():
-            with tqdm(total=len(idx), desc=f"{name}/{config} {split}", unit="img",
-                      disable=None if progress else True, leave=False) as bar:
+            with progress_bar(total=len(idx), desc=f"{name}/{config} {split}", unit="img", enabled=progress) as bar:
                 for start in range(0, len(idx), _CHUNK):
                     imgs = corrupt_batch(clean.images[start : start + _CHUNK], corruption, severity, seed=seed,
                                          indices=idx[start : start + _CHUNK], stream=SPLIT_STREAMS[split],
@@ -555,7 +554,7 @@ def load_corrupted(
         raises if only a subset was generated. For a dataset without sidecar
         (TFDS's real CIFAR-10-C, whose record order is TFDS's, not the
         official one) these are record positions; None reads all records.
-      progress: tqdm progress bar (terminal only).
+      progress: show progress (a bar on a terminal, log lines elsewhere).
 
     Returns:
       `rwsjax.data.sources.Split`: uint8 ``[M, H, W, 3]`` images (the
@@ -627,9 +626,9 @@ def load_corrupted(
     m = records.shape[0]
     images = np.empty((m, *info.image_shape), dtype=np.uint8)
     labels = np.empty((m,), dtype=np.int32)
-    from tqdm.auto import tqdm
+    from rwsjax.report.progress import bar as progress_bar
 
-    with tqdm(total=m, desc=f"{name}/{config} {split}", unit="img", disable=None if progress else True, leave=False) as bar:
+    with progress_bar(total=m, desc=f"{name}/{config} {split}", unit="img", enabled=progress) as bar:
         for start in range(0, m, 5000):
             chunk = records[start : start + 5000].tolist()
             for j, r in enumerate(src.__getitems__(chunk)):

@@ -336,10 +336,9 @@ def _check_info(name: str, src) -> None:
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
+    from rwsjax.report.progress import bar
 
-    # disable=None: tqdm shows the bar only when stderr is a terminal.
-    return tqdm(total=total, desc=desc, unit="img", disable=None if enabled else True, leave=False)
+    return bar(total=total, desc=desc, unit="img", enabled=enabled)  # log lines when not on a terminal
 
 
 @functools.lru_cache(maxsize=16)
@@ -410,7 +409,7 @@ def load_split(
       data_dir: TFDS data dir; None -> ``$TFDS_DATA_DIR`` or the TFDS default.
       indices: record positions ``[M]`` in the TFDS split to read, in the order
         wanted (only these are decoded); None reads the whole split.
-      progress: show a tqdm progress bar (only on a terminal).
+      progress: show progress (a bar on a terminal, log lines elsewhere: rwsjax.report.progress).
       lazy: decode nothing now; ``images`` is a :class:`RecordImages` that
         decodes records when indexed (labels are read at once).
 

@@ -153,7 +153,7 @@ def load_splits(
       test_size: if set, a stratified subset of this many TFDS-test examples
         (the dataset's ``test_split``); None keeps the whole test split.
       seed: selects the subsets (same seed and sizes -> same arrays).
-      progress: show tqdm progress bars while decoding (terminal only).
+      progress: show progress while decoding (a bar on a terminal, log lines elsewhere).
       lazy: decode images only when indexed (see ``sources.RecordImages``);
         multi-process runs use it so each host decodes only what it feeds.
 

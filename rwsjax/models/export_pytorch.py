@@ -8,7 +8,8 @@ PyTorch names and layouts (conv OIHW, linear ``[out, in]``, BN ``running_mean``/
 ``num_batches_tracked``), loadable with ``strict=True`` into the PyTorch twin of the architecture
 (kuangliu ResNet/PreActResNet, TRADES WideResNet, torchvision VGG features / ResNet; see
 :mod:`rwsjax.models.pytorch_io`). The model expects [0, 1] pixels normalized with the run's constants,
-which are printed (from the run's ``config.json``); ``--normalization`` also stores them as
+which are printed (from the directory's record, or the run's ``config.json`` for a directory written
+without one); ``--normalization`` also stores them as
 ``normalize.mean``/``normalize.std`` buffers, which a re-import checks.
 """
 
@@ -58,10 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 — CheckpointError and Orbax's own errors: one line for the user
         print(f"error: {e}", file=sys.stderr)
         return 1
-    config = run_config(a.checkpoint)
-    norm = normalization(config)
+    info = checkpoint.read_info(a.checkpoint)  # what the directory records; older ones: the run's config.json
+    config = info["config"] if info else run_config(a.checkpoint)
+    norm = (tuple(info["mean"]), tuple(info["std"])) if info else normalization(config)
     if a.normalization and norm is None:
-        print(f"error: --normalization needs the run's config.json next to {a.checkpoint}", file=sys.stderr)
+        print(f"error: --normalization needs the normalization: {a.checkpoint} records none and has no run "
+              "config.json above it", file=sys.stderr)
         return 1
     mean, std = norm if a.normalization else (None, None)
     try:

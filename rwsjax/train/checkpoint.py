@@ -127,11 +127,29 @@ class Checkpoints:
         self._manager.close()
 
 
-def save_variables(path: str, variables: PyTree) -> None:
-    """Write final variables (``{"params", "batch_stats"}``) atomically to directory ``path``."""
+def save_variables(path: str, variables: PyTree, info: dict | None = None) -> None:
+    """Write final variables (``{"params", "batch_stats"}``) atomically to directory ``path``.
+
+    ``info`` (JSON-able; :func:`rwsjax.workflows.common.describe`: architecture, width, classes,
+    normalization, dataset, config, rwsjax version) is stored with them as the checkpoint's custom metadata,
+    so the directory says what model it holds (:func:`read_info`, :func:`rwsjax.load`).
+    """
     ckptr = ocp.StandardCheckpointer()
-    ckptr.save(os.path.abspath(path), variables, force=True)
+    ckptr.save(os.path.abspath(path), variables, force=True,
+               custom_metadata=None if info is None else {"rwsjax": info})
     ckptr.wait_until_finished()
+
+
+def read_info(path: str) -> dict | None:
+    """The ``info`` :func:`save_variables` stored in ``path``, or None (no such record: an older rwsjax wrote
+    it, or it is not a completed checkpoint)."""
+    if not exists(path):
+        return None
+    try:
+        custom = ocp.StandardCheckpointer().metadata(os.path.abspath(path)).custom_metadata or {}
+    except Exception:  # noqa: BLE001 — unreadable metadata: load_variables reports it
+        return None
+    return custom.get("rwsjax")
 
 
 def load_variables(path: str, like: PyTree | None = None) -> PyTree:

@@ -9,7 +9,7 @@ import jax
 from rwsjax.data.batching import eval_batches
 from rwsjax.data.sources import Split
 from rwsjax.train import dispatch, sharding
-from tqdm.auto import tqdm
+from rwsjax.report.progress import bar
 
 
 def evaluate(eval_step: Callable, variables: dict, split: Split, *, batch_size: int, mesh,
@@ -48,7 +48,7 @@ def evaluate(eval_step: Callable, variables: dict, split: Split, *, batch_size: 
                 out = eval_step(variables, *batch, key)
             yield out
 
-    for out in tqdm(dispatch.fetch_lagged(queued(), in_flight), total=n_batches, desc=desc, leave=False):
+    for out in bar(dispatch.fetch_lagged(queued(), in_flight), total=n_batches, desc=desc):
         for k, v in out.items():
             totals[k] = totals.get(k, 0) + v.item()
     n = len(split)

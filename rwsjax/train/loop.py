@@ -18,18 +18,33 @@ from typing import Callable
 
 import jax
 import numpy as np
-from tqdm.auto import tqdm
 
 from rwsjax import distributed
 from rwsjax.data.batching import steps_per_epoch, train_batches
 from rwsjax.data.sources import Split
 from rwsjax.train import dispatch, sharding
 from rwsjax.train.checkpoint import CheckpointError, CheckpointMismatchError, Checkpoints
+from rwsjax.report.progress import bar as progress_bar
 from rwsjax.train.state import TrainState
 
 
 class Preempted(RuntimeError):
-    """Raised after a checkpoint was written in response to SIGTERM/SIGINT."""
+    """Raised after a checkpoint was written in response to SIGTERM/SIGINT.
+
+    Attributes:
+      signal: ``"SIGTERM"`` (a scheduler's preemption notice), ``"SIGINT"`` (Ctrl-C) or None (another process
+        of a multi-process run was told to stop).
+    """
+
+    def __init__(self, message: str, signal: str | None = None):
+        super().__init__(message)
+        self.signal = signal
+
+    @property
+    def exit_status(self) -> int:
+        """130 after SIGINT (the user stopped the run: ``launch/run_until_done.sh`` does not restart it), 143
+        otherwise (a preemption: re-running the same command resumes)."""
+        return 130 if self.signal == "SIGINT" else 143
 
 
 class _StopFlag:
@@ -135,7 +150,7 @@ def fit(
 
     with stop_on_signal() as stop:
         for epoch in range(first_epoch, epochs):
-            bar = tqdm(total=spe, initial=offset, desc=f"{name} {epoch + 1}/{epochs}", leave=False)
+            bar = progress_bar(total=spe, initial=offset, desc=f"{name} {epoch + 1}/{epochs}")
             sums = {}
             pending = collections.deque()  # (step, device metrics) queued but not read back yet
 
@@ -155,7 +170,7 @@ def fit(
                     for k, v in metrics.items():
                         writer.add_scalar(f"{name}/train_{k}", v, done)
                 bar.update(1)
-                bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{100 * metrics['accuracy']:.1f}")
+                bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{100 * metrics['accuracy']:.1f}", refresh=False)
 
             batches = train_batches(train, batch_size, seed=seed, epoch=epoch, start_step=offset, rows=rows)
             for images, labels in batches:
@@ -174,7 +189,7 @@ def fit(
                     ckpt.close()
                     why = stop.requested or "a stop signal on another process"
                     raise Preempted(f"[{name}] {why} received: checkpoint written at step {step} in "
-                                    f"{directory}; run the same command again to continue")
+                                    f"{directory}; run the same command again to continue", stop.requested)
             while pending:
                 finish()
             bar.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 from typing import Callable
 
@@ -52,6 +53,17 @@ def build_model(config, dataset: str):
     model = create_model(config.model.name, num_classes=info.num_classes,
                          width_multiplier=config.model.width_multiplier, mean=mean, std=std)
     return model, jnp.zeros((1,) + info.image_shape, jnp.float32)
+
+
+def describe(config, dataset: str) -> dict:
+    """What a saved model is, stored with its variables (:func:`rwsjax.train.checkpoint.save_variables`):
+    ``{"architecture", "width_multiplier", "num_classes", "mean", "std", "dataset", "config", "rwsjax_version"}``
+    — enough for :func:`rwsjax.load` and ``configs/evaluate.py`` to rebuild the model without flags."""
+    import rwsjax
+    mean, std = normalization(config, dataset)
+    return {"architecture": config.model.name, "width_multiplier": float(config.model.width_multiplier),
+            "num_classes": DATASETS[dataset].num_classes, "mean": list(mean), "std": list(std), "dataset": dataset,
+            "config": json.loads(config.to_json()), "rwsjax_version": rwsjax.__version__}
 
 
 def init_variables(model, example, seed: int) -> dict:
@@ -175,6 +187,11 @@ class Task:
     @functools.cached_property
     def init_variables(self) -> dict:
         return init_variables(self.model, self.example, self.seed)
+
+    @functools.cached_property
+    def info(self) -> dict:
+        """:func:`describe` of this task's model: saved with every variables directory it writes."""
+        return describe(self.config, self.dataset)
 
     @functools.cached_property
     def kernels(self) -> list[str]:

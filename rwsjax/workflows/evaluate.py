@@ -39,7 +39,7 @@ def fingerprint(variables) -> str:
 def _model(s: Task, r) -> dict:
     """Stage 1: the checkpoint as rwsjax variables in ``model/`` (a copy: later stages and re-runs read it)."""
     variables = load_model(s.config.checkpoint, s.init_variables, s.model)
-    checkpoint.save_variables(os.path.join(s.workdir, "model"), variables)
+    checkpoint.save_variables(os.path.join(s.workdir, "model"), variables, info=s.info)
     write_json(os.path.join(s.workdir, "model.json"), {"checkpoint": os.path.abspath(s.config.checkpoint),
                                                        "sha256": fingerprint(variables)})
     return variables
@@ -136,6 +136,26 @@ def validate(config) -> list[str]:
     return p + redo_problems(config, STAGES)
 
 
+def adopt_record(config) -> None:
+    """Set ``model.name``/``width_multiplier``/``mean``/``std`` and ``data.name`` from the record of an rwsjax
+    variables directory (:func:`rwsjax.train.checkpoint.read_info`), so ``--config.checkpoint`` alone names the
+    model; a checkpoint without a record (a PyTorch file, an older rwsjax) keeps the configured fields."""
+    info = checkpoint.read_info(config.checkpoint) if os.path.isdir(config.checkpoint) else None
+    if info is None:
+        return
+    wanted = {"model.name": info["architecture"], "model.width_multiplier": info["width_multiplier"],
+              "model.mean": tuple(info["mean"]), "model.std": tuple(info["std"]), "data.name": info["dataset"]}
+    changed = []
+    for field, value in wanted.items():
+        block, key = field.split(".")
+        current = config[block][key]
+        if (tuple(current) if isinstance(current, (list, tuple)) else current) != value:
+            changed.append(f"{field}={value!r}")
+            config[block][key] = value
+    print(f"[evaluate] {config.checkpoint}: {info['architecture']} ×{info['width_multiplier']:g} on "
+          f"{info['dataset']} (its record)" + (f"; set {', '.join(changed)}" if changed else ""))
+
+
 def run(config, workdir: str) -> dict:
     """Evaluate ``config.checkpoint``; writes ``evaluation.json`` / ``evaluation.md`` in ``workdir``.
 
@@ -153,6 +173,7 @@ def run(config, workdir: str) -> dict:
         raise ValueError(f"config.checkpoint={path!r} is not a saved model; pass an rwsjax variables directory "
                          "such as --config.checkpoint=runs/rift_cpu/at/final, or a PyTorch state_dict "
                          "(.pt, .pth, .safetensors)")
+    adopt_record(config)
     contexts = []
 
     def context():

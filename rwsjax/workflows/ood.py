@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-from tqdm.auto import tqdm
+from rwsjax.report.progress import bar
 
 from rwsjax import corruptions as cc
 from rwsjax import distributed
@@ -77,7 +77,7 @@ def evaluate_ood(s, models: dict, path: str) -> dict:
     step = s.eval_step(restarts=None)
     per_set = {m: {} for m in models}
     sets = [(n, v) for n in names for v in severities]
-    for name, severity in tqdm(sets, desc="OOD", leave=False):
+    for name, severity in bar(sets, desc="OOD"):
         if c.ood.source == "generate":
             with distributed.main_first(f"ood {name}-{severity}"):  # process 0 writes, the others find it done
                 cc.generate(c.data.name, name, severity, out_data_dir=directory, indices=indices, seed=c.seed,

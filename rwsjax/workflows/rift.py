@@ -47,7 +47,7 @@ def adversarial_training(s: Task, r) -> dict:
     c, path = s.config, os.path.join(s.workdir, "at", "final")
     if c.get("init_checkpoint"):
         print(f"[at] θ_AT = {c.init_checkpoint} (no adversarial training)")
-        checkpoint.save_variables(path, load_model(c.init_checkpoint, s.init_variables, s.model))
+        checkpoint.save_variables(path, load_model(c.init_checkpoint, s.init_variables, s.model), info=s.info)
         return checkpoint.load_variables(path, like=s.init_variables)
     spe = steps_per_epoch(len(s.splits["train"]), c.at.batch_size)
     tx = sgd(c.at.learning_rate, momentum=c.at.momentum, weight_decay=c.at.weight_decay, steps_per_epoch=spe,
@@ -64,7 +64,7 @@ def adversarial_training(s: Task, r) -> dict:
                         select="robust_accuracy", writer=s.writer)
     write_json(os.path.join(s.workdir, "at", "history.json"), history)
     figures.training_curves(history, os.path.join(s.workdir, "at", "curves.png"), tables.regime_label(c.at.to_dict()))
-    checkpoint.save_variables(path, best)
+    checkpoint.save_variables(path, best, info=s.info)
     return checkpoint.load_variables(path, like=s.init_variables)
 
 
@@ -104,7 +104,8 @@ def module_criticality(s: Task, r) -> list[dict]:
                                stop=lambda: flag.requested is not None)
         if distributed.any_process(len(rows) < len(s.kernels)):
             raise Preempted(f"[mrc] {flag.requested or 'a stop signal'} received: {len(rows)} of {len(s.kernels)} "
-                            f"modules done and saved in {partial}; run the same command again to continue")
+                            f"modules done and saved in {partial}; run the same command again to continue",
+                            flag.requested)
     write_json(os.path.join(s.workdir, "mrc.json"), {"eps": c.mrc.eps, "examples": len(source), "modules": rows})
     write_text(os.path.join(s.workdir, "mrc.md"), tables.mrc_table(rows))
     figures.mrc_bar_chart(rows, os.path.join(s.workdir, "mrc.png"),
@@ -132,7 +133,7 @@ def finetune(s: Task, r) -> dict:
                         validate=lambda v: s.evaluate(val_step, v, s.splits["val"], "ft val"),
                         select="clean_accuracy", writer=s.writer)
     write_json(os.path.join(s.workdir, "ft", "history.json"), history)
-    checkpoint.save_variables(os.path.join(s.workdir, "ft", "final"), best)
+    checkpoint.save_variables(os.path.join(s.workdir, "ft", "final"), best, info=s.info)
     return _variables("ft/final")(s)
 
 

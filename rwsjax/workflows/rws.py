@@ -104,7 +104,7 @@ def _pre(s: Context, r) -> dict:
     c, final = s.config, _path(s, "zoo", "pre", "final")
     if c.init_checkpoint:
         checkpoint.save_variables(final, load_model(c.init_checkpoint, s.pre.init_variables, s.pre.model,
-                                                    partial=True))
+                                                    partial=True), info=s.pre.info)
         return _load_zoo("pre", "pre")(s)
     return zoo.train("pre", task=s.pre, init=s.pre.init_variables, train_split=s.pre.splits["train"],
                      val_split=s.pre.splits["val"], cfg=c.pre, seed=c.seed)

@@ -65,6 +65,6 @@ def train(name: str, *, task, init: dict, train_split: Split, val_split: Split, 
                         validate=lambda v: {"clean_accuracy": task.accuracy(v, val_split, f"{name} val")},
                         select="clean_accuracy", writer=task.writer)
     write_json(os.path.join(base, "history.json"), history)
-    checkpoint.save_variables(final, best)
+    checkpoint.save_variables(final, best, info=task.info)
     return jax.device_get(checkpoint.load_variables(final, like=init))
 
