@@ -116,6 +116,12 @@ def load_model(path: str, like: dict, model, *, partial: bool = False) -> dict:
     return result.variables
 
 
+def json_artifact(name: str) -> Callable:
+    """A stage's ``load``: ``ctx -> the JSON file WORKDIR/name`` (``ctx.workdir``)."""
+    from rwsjax.report.writers import read_json
+    return lambda ctx: read_json(os.path.join(ctx.workdir, name))
+
+
 class _Frozen(tuple):
     """A dict argument as a hashable tuple of items."""
 

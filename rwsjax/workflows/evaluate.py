@@ -22,7 +22,7 @@ from rwsjax.report.writers import read_json, write_json, write_text
 from rwsjax.train import checkpoint
 from rwsjax.workflows import ood
 from rwsjax.workflows import stages as stage_runner
-from rwsjax.workflows.common import Task, load_model
+from rwsjax.workflows.common import Task, json_artifact, load_model
 from rwsjax.workflows.stages import Stage, redo_problems
 
 
@@ -101,23 +101,19 @@ def file_stamp(path: str) -> dict:
             "checkpoint.modified": datetime.datetime.fromtimestamp(newest / 1e9).isoformat(timespec="microseconds")}
 
 
-def _json(name):
-    return lambda s: read_json(os.path.join(s.workdir, name))
-
-
 _DATA = ("seed", "data", "model", "checkpoint")
 _ATTACK = ("eval.norm", "eval.eps", "eval.step_size", "eval.steps", "eval.random_start", "eval.batch_size")
 STAGES = (
     Stage("model", ("model", "checkpoint"), ("model", "model.json"), _model,
           lambda s: checkpoint.load_variables(os.path.join(s.workdir, "model"), like=s.init_variables),
           stamp=lambda c: file_stamp(c.checkpoint)),
-    Stage("test", (*_DATA, *_ATTACK, "eval.restarts"), ("test.json",), _test, _json("test.json"),
+    Stage("test", (*_DATA, *_ATTACK, "eval.restarts"), ("test.json",), _test, json_artifact("test.json"),
           inputs=("model",)),
-    Stage("ood", (*_DATA, "ood", "eval.batch_size"), ("ood.json",), _ood, _json("ood.json"), inputs=("model",)),
-    Stage("autoattack", (*_DATA, "eval"), ("autoattack.json",), _autoattack, _json("autoattack.json"),
+    Stage("ood", (*_DATA, "ood", "eval.batch_size"), ("ood.json",), _ood, json_artifact("ood.json"), inputs=("model",)),
+    Stage("autoattack", (*_DATA, "eval"), ("autoattack.json",), _autoattack, json_artifact("autoattack.json"),
           inputs=("model",)),
     Stage("report", (*_DATA, "eval", "ood"), ("evaluation.json", "evaluation.md"), _report,
-          _json("evaluation.json"), inputs=("model", "test", "ood", "autoattack")),
+          json_artifact("evaluation.json"), inputs=("model", "test", "ood", "autoattack")),
 )
 
 
@@ -174,14 +170,4 @@ def run(config, workdir: str) -> dict:
                          "such as --config.checkpoint=runs/rift_cpu/at/final, or a PyTorch state_dict "
                          "(.pt, .pth, .safetensors)")
     adopt_record(config)
-    contexts = []
-
-    def context():
-        contexts.append(Task(config, workdir))
-        return contexts[0]
-
-    try:
-        return stage_runner.run(workdir, config, STAGES, context, tag="evaluate")["report"]
-    finally:
-        for ctx in contexts:
-            ctx.close()
+    return stage_runner.run(workdir, config, STAGES, lambda: Task(config, workdir), tag="evaluate")["report"]

@@ -33,7 +33,7 @@ from rwsjax.train.state import TrainState, sgd
 from rwsjax.weights.patch import interpolate
 from rwsjax.workflows import ood
 from rwsjax.workflows import stages as stage_runner
-from rwsjax.workflows.common import Task, load_model, subset
+from rwsjax.workflows.common import Task, json_artifact, load_model, subset
 from rwsjax.workflows.stages import Stage, redo_problems
 
 
@@ -232,16 +232,16 @@ STAGES = (
           adversarial_training, _variables("at/final"),
           partial=("at/checkpoints", "at/history.json", "at/curves.png")),
     Stage("mrc", ("seed", "mrc", "eval.batch_size", *_ATTACK), ("mrc.json", "mrc.md", "mrc.png"),
-          module_criticality, lambda s: read_json(os.path.join(s.workdir, "mrc.json"))["modules"],
+          module_criticality, lambda s: json_artifact("mrc.json")(s)["modules"],
           inputs=("at",), partial=("mrc_partial",)),
     Stage("ft", ("ft",), ("ft/final",), finetune, _variables("ft/final"), inputs=("at", "mrc"),
           partial=("ft/checkpoints", "ft/history.json")),
     Stage("interp", ("interp",), ("interpolation.json", "interpolation.png"), interpolation,
-          lambda s: read_json(os.path.join(s.workdir, "interpolation.json")), inputs=("at", "ft")),
+          json_artifact("interpolation.json"), inputs=("at", "ft")),
     Stage("ood", ("ood", "eval.batch_size"), ("ood.json",), ood_accuracy,
-          lambda s: read_json(os.path.join(s.workdir, "ood.json")), inputs=("at", "ft", "interp")),
+          json_artifact("ood.json"), inputs=("at", "ft", "interp")),
     Stage("report", ("eval",), ("results.json", "report.md"), report,
-          lambda s: read_json(os.path.join(s.workdir, "results.json")), inputs=("at", "mrc", "ft", "interp", "ood")),
+          json_artifact("results.json"), inputs=("at", "mrc", "ft", "interp", "ood")),
 )
 
 
@@ -281,14 +281,4 @@ def validate(config) -> list[str]:
 
 def run(config, workdir: str) -> dict:
     """Run (or resume) the whole RiFT pipeline in ``workdir``; returns the results dict (``results.json``)."""
-    contexts = []
-
-    def context():
-        contexts.append(Task(config, workdir))
-        return contexts[0]
-
-    try:
-        return stage_runner.run(workdir, config, STAGES, context, tag="rift")["report"]
-    finally:
-        for ctx in contexts:
-            ctx.close()
+    return stage_runner.run(workdir, config, STAGES, lambda: Task(config, workdir), tag="rift")["report"]

@@ -32,7 +32,7 @@ from rwsjax.rws import analysis, patching, signatures
 from rwsjax.train import checkpoint, sharding
 from rwsjax.weights.modules import call_order
 from rwsjax.workflows import ood, stages as stage_runner, zoo
-from rwsjax.workflows.common import Task, load_model
+from rwsjax.workflows.common import Task, json_artifact, load_model
 from rwsjax.workflows.stages import Stage, redo_problems
 
 BN_MODES = ("target", "reestimate_clean", "reestimate_corrupted")
@@ -53,6 +53,10 @@ class Context:
                       sizes=(c.transfer.val_size, c.transfer.train_size, c.transfer.test_size))
         self.pre = Task(c, workdir, c.pre.dataset, sizes=(c.pre.val_size, c.pre.train_size, 100), mesh=self.mesh)
         self.b.__dict__["writer"] = self.pre.__dict__["writer"] = self.a.writer  # one TensorBoard log
+
+    def close(self) -> None:
+        """Close the run's TensorBoard writer (shared by the three tasks)."""
+        self.a.close()
 
     def corrupted(self, task: Task, name: str, split: str):
         return task.corrupted(name, split, self.severity)
@@ -156,6 +160,11 @@ def _store(file: str, sig):
     """Write a signature file and read it back (validated): ``(signature, size in MB)``."""
     from rwsjax import distributed
     distributed.on_main(f"signature {file}", signatures.save_signature, file, sig)
+    return _read(file)
+
+
+def _read(file: str):
+    """A signature file read back (validated): ``(signature, size in MB)``."""
     return signatures.load_signature(file), os.path.getsize(file) / 1e6
 
 
@@ -184,9 +193,8 @@ def _load_signatures(s: Context) -> dict:
     out = {"modules": read_json(_path(s, "signatures.json"))["modules"], "fp32": {}, "quantized": {}, "size": {},
            "qsize": {}}
     for n, (fp32, quantized) in _signature_files(s.config).items():
-        out["fp32"][n], out["size"][n] = signatures.load_signature(_path(s, fp32)), os.path.getsize(_path(s, fp32)) / 1e6
-        out["quantized"][n] = signatures.load_signature(_path(s, quantized))
-        out["qsize"][n] = os.path.getsize(_path(s, quantized)) / 1e6
+        out["fp32"][n], out["size"][n] = _read(_path(s, fp32))
+        out["quantized"][n], out["qsize"][n] = _read(_path(s, quantized))
     return out
 
 
@@ -357,10 +365,6 @@ def write_report(workdir, c, r) -> None:
     print(ratios)
 
 
-def _json(name):
-    return lambda s: read_json(_path(s, name))
-
-
 def _zoo(name: str, task: str, compute, depends, inputs=("pre",)) -> Stage:
     return Stage(name, depends, (f"zoo/{name}/final",), compute, _load_zoo(name, task), inputs=inputs,
                  partial=(f"zoo/{name}/checkpoints", f"zoo/{name}/history.json"))
@@ -390,16 +394,16 @@ def stages(config) -> tuple[Stage, ...]:
     out += [
         Stage("signatures", ("signature.k", "signature.bits", "corruptions"), ("signatures.json", "signatures"),
               _signatures, _load_signatures, inputs=("pre", *zoo_a)),
-        Stage("table", evaluation, ("table.json",), _table, _json("table.json"), inputs=("signatures", *zoo_a)),
+        Stage("table", evaluation, ("table.json",), _table, json_artifact("table.json"), inputs=("signatures", *zoo_a)),
         Stage("sweeps", (*evaluation, "sweeps"), ("sweeps.json", "lambda_sweep.png", "k_and_bits.png"), _sweeps,
-              _json("sweeps.json"), inputs=("pre", "signatures", *zoo_a), partial=("signatures/sweeps",)),
-        Stage("transfer", (*evaluation, "transfer"), ("transfer.json",), _transfer, _json("transfer.json"),
+              json_artifact("sweeps.json"), inputs=("pre", "signatures", *zoo_a), partial=("signatures/sweeps",)),
+        Stage("transfer", (*evaluation, "transfer"), ("transfer.json",), _transfer, json_artifact("transfer.json"),
               inputs=("signatures", f"{b}_clean", f"{a}_clean_continued", *robust_b)),
         Stage("analyses", ("corruptions", "transfer.robust_models"),
               ("analyses.json", "layer_profile.png", "signature_similarity.png",
                *(["cross_dataset_similarity.png"] if robust_b else [])),
-              _analyses, _json("analyses.json"), inputs=("pre", *zoo_a, f"{b}_clean", *robust_b)),
-        Stage("report", evaluation, ("results.json", "report.md"), _report, _json("results.json"),
+              _analyses, json_artifact("analyses.json"), inputs=("pre", *zoo_a, f"{b}_clean", *robust_b)),
+        Stage("report", evaluation, ("results.json", "report.md"), _report, json_artifact("results.json"),
               inputs=("signatures", "table", "sweeps", "transfer", "analyses")),
     ]
     return tuple(out)
@@ -431,14 +435,4 @@ def validate(config) -> list[str]:
 
 def run(config, workdir: str) -> dict:
     """Run (or resume) the RWS pipeline in ``workdir``; returns the results dict (``results.json``)."""
-    contexts = []
-
-    def context():
-        contexts.append(Context(config, workdir))
-        return contexts[0]
-
-    try:
-        return stage_runner.run(workdir, config, stages(config), context, tag="rws")["report"]
-    finally:
-        for ctx in contexts:
-            ctx.a.close()
+    return stage_runner.run(workdir, config, stages(config), lambda: Context(config, workdir), tag="rws")["report"]

@@ -141,9 +141,13 @@ def fields(config, stage: Stage) -> dict[str, Any]:
     return out
 
 
+def _redo_names(config) -> list[str]:
+    return [n.strip() for n in (config.get("redo", "") or "").split(",") if n.strip()]
+
+
 def redo_problems(config, stages: Sequence[Stage]) -> list[str]:
     """Problems with ``config.redo`` (comma-separated stage names; empty: none) — for a workflow's validator."""
-    names = [n.strip() for n in (config.get("redo", "") or "").split(",") if n.strip()]
+    names = _redo_names(config)
     valid = [s.name for s in stages]
     bad = [n for n in names if n not in valid]
     return [f"config.redo names unknown stage(s) {bad}; valid: {valid} (comma separated)"] if bad else []
@@ -187,7 +191,7 @@ def plan(workdir: str, config, stages: Sequence[Stage]) -> dict[str, str]:
     problems = redo_problems(config, stages)
     if problems:
         raise StageError(problems[0])
-    redo = [n.strip() for n in (config.get("redo", "") or "").split(",") if n.strip()]
+    redo = _redo_names(config)
     first = min((i for i, s in enumerate(stages) if s.name in redo), default=len(stages))
     legacy_path = os.path.join(workdir, "config.json")
     legacy = None
@@ -206,12 +210,12 @@ def plan(workdir: str, config, stages: Sequence[Stage]) -> dict[str, str]:
             status[stage.name] = "redo"
             continue
         record = None
-        if os.path.exists(done) and len(_present(workdir, stage.outputs)) == len(stage.outputs):
+        complete = len(_present(workdir, stage.outputs)) == len(stage.outputs)
+        if os.path.exists(done) and complete:
             record, status[stage.name] = read_json(done), "done"
         elif os.path.exists(started):
             record, status[stage.name] = read_json(started), "started"
-        elif stage.outputs and len(_present(workdir, stage.outputs)) == len(stage.outputs) \
-                and os.path.exists(legacy_path):
+        elif stage.outputs and complete and os.path.exists(legacy_path):
             # Artifacts of an rwsjax that kept no stage records: their config is the run's config.json.
             legacy = legacy if legacy is not None else flatten(read_json(legacy_path))
             record = {"config": {k: v for k, v in legacy.items() if _covered(k, stage.depends)}, "legacy": True}
@@ -247,11 +251,13 @@ def run(workdir: str, config, stages: Sequence[Stage], context: Callable[[], Any
         once the plan is accepted.
       config: the run's ``ml_collections.ConfigDict``.
       stages: the workflow's stages, in order.
-      context: builds the object every ``compute``/``load`` receives (called at most once, lazily).
+      context: builds the object every ``compute``/``load`` receives (called at most once, lazily); its
+        ``close()``, if it has one, is called when the run ends.
       tag: prefix of the one line printed per stage.
 
     Returns:
-      :class:`Results`: every computed result, the others loadable; ``results.seconds[name]`` the wall time.
+      :class:`Results`: every computed result, the others loadable (JSON results after the run, too);
+      ``results.seconds[name]`` the wall time.
 
     Raises:
       StageError: see :func:`plan` and :func:`workdir_lock`.
@@ -264,27 +270,36 @@ def run(workdir: str, config, stages: Sequence[Stage], context: Callable[[], Any
         if distributed.is_main():
             os.makedirs(os.path.join(workdir, RECORDS), exist_ok=True)
         results = Results(stages, context)
-        ids: dict[str, str] = {}
-        for stage in stages:
-            record_file = _record_path(workdir, stage.name)
-            inputs = {n: ids.get(n) for n in stage.inputs}
-            if status[stage.name] == "done":
-                record = read_json(record_file)
-                if record.get("legacy") or record.get("inputs", {}) == inputs:
-                    ids[stage.name] = record["id"]
-                    results.seconds[stage.name] = record.get("seconds")
-                    took = "" if record.get("seconds") is None else f" (computed in {record['seconds']:.1f} s)"
-                    print(f"[{tag}] {stage.name}: done{took}, skipped")
-                    continue
-                stale = [n for n in stage.inputs if record.get("inputs", {}).get(n) != inputs[n]]
-                print(f"[{tag}] {stage.name}: {', '.join(stale)} recomputed since: recomputing")
-                if distributed.is_main():
-                    for p in (*stage.outputs, *stage.partial):
-                        _remove(workdir, p)
-                    os.remove(record_file)
-                distributed.barrier(f"stale {stage.name}")
-            ids[stage.name] = _compute(workdir, config, stage, results, inputs, status[stage.name], tag)
+        try:
+            _run_stages(workdir, config, stages, status, results, tag)
+        finally:
+            if results._ctx is not None and hasattr(results._ctx, "close"):
+                results._ctx.close()
     return results
+
+
+def _run_stages(workdir, config, stages: Sequence[Stage], status: dict, results: Results, tag: str) -> None:
+    """Skip or compute every stage in order (see :func:`run`)."""
+    ids: dict[str, str] = {}
+    for stage in stages:
+        record_file = _record_path(workdir, stage.name)
+        inputs = {n: ids.get(n) for n in stage.inputs}
+        if status[stage.name] == "done":
+            record = read_json(record_file)
+            if record.get("legacy") or record.get("inputs", {}) == inputs:
+                ids[stage.name] = record["id"]
+                results.seconds[stage.name] = record.get("seconds")
+                took = "" if record.get("seconds") is None else f" (computed in {record['seconds']:.1f} s)"
+                print(f"[{tag}] {stage.name}: done{took}, skipped")
+                continue
+            stale = [n for n in stage.inputs if record.get("inputs", {}).get(n) != inputs[n]]
+            print(f"[{tag}] {stage.name}: {', '.join(stale)} recomputed since: recomputing")
+            if distributed.is_main():
+                for p in (*stage.outputs, *stage.partial):
+                    _remove(workdir, p)
+                os.remove(record_file)
+            distributed.barrier(f"stale {stage.name}")
+        ids[stage.name] = _compute(workdir, config, stage, results, inputs, status[stage.name], tag)
 
 
 def _compute(workdir, config, stage: Stage, results: Results, inputs: dict, status: str, tag: str) -> str:
@@ -299,7 +314,7 @@ def _compute(workdir, config, stage: Stage, results: Results, inputs: dict, stat
             os.remove(started)  # nothing to resume: leave no record
         raise
     seconds = round(time.time() - t0, 1)
-    missing = [p for p in stage.outputs if not os.path.lexists(os.path.join(workdir, p))]
+    missing = sorted(set(stage.outputs) - set(_present(workdir, stage.outputs)))
     if missing:
         raise RuntimeError(f"stage {stage.name!r} did not write {missing}")
     record.update(id=uuid.uuid4().hex, seconds=seconds, finished=time.strftime("%Y-%m-%d %H:%M:%S"))
