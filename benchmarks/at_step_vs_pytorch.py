@@ -1,12 +1,11 @@
-"""Issue #8's yardstick in one run: the PGD-10 AT step of rwsjax against PyTorch eager (NCHW) on the same
-machine, back to back, at each width — and the CPU variants tried (XLA flags, bfloat16 compute).
+"""The PGD-10 AT step of rwsjax against PyTorch eager (NCHW) on the same machine, back to back, at each
+width — with the CPU variants next to the default (XLA flags, bfloat16 compute, BatchNorm backward forms).
 
     python benchmarks/at_step_vs_pytorch.py --widths=0.25,1.0 --repeats=5 [--rounds=3]
     python benchmarks/at_step_vs_pytorch.py --widths=0.25 --interleave=20 --variants=...
 
 Each variant runs in its own process (XLA flags are read at start-up); the rows are the unchanged output
-lines of benchmarks/train_steps.py and benchmarks/pytorch_reference.py, so every optimization has its
-before/after line. PyTorch is optional: without it those rows are skipped.
+lines of benchmarks/train_steps.py and benchmarks/pytorch_reference.py. PyTorch is optional: without it those rows are skipped.
 
 ``--interleave=N`` is the measurement to trust on a shared machine: every process (PyTorch and each variant)
 is started and warmed up, then they take turns one AT step at a time (``--serve`` of the two scripts), N
@@ -26,13 +25,13 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 TORCH = "torch eager NCHW"  # the PyTorch rows' label
 
-VARIANTS = (  # (label, extra args, extra XLA_FLAGS): each optimization next to its before line
-    ("rwsjax fp32, flax BatchNorm (before)", ["--batch_norm=flax"], ""),
-    ("rwsjax fp32, x - mean written out (before)", ["--batch_norm=centered"], ""),
+VARIANTS = (  # (label, extra args, extra XLA_FLAGS): the default and the alternatives it is compared with
+    ("rwsjax fp32, flax.linen.BatchNorm", ["--batch_norm=flax"], ""),
+    ("rwsjax fp32, BatchNorm backward with x - mean written out", ["--batch_norm=centered"], ""),
     ("rwsjax fp32 (default)", [], ""),
     ("rwsjax fp32, --xla_cpu_use_onednn=true", [], "--xla_cpu_use_onednn=true"),
     ("rwsjax bf16 compute, fp32 weights", ["--dtype=bfloat16"], ""),
-    ("rwsjax fp32, x - mean written out, --cpu_devices=0 (before)", ["--batch_norm=centered", "--cpu_devices=0"], ""),
+    ("rwsjax fp32, x - mean written out, --cpu_devices=0", ["--batch_norm=centered", "--cpu_devices=0"], ""),
     ("rwsjax fp32, --cpu_devices=0 (one per core)", ["--cpu_devices=0"], ""),
     ("rwsjax fp32, YNNPACK off", [], "--xla_cpu_experimental_ynn_fusion_type="),
 )

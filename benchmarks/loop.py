@@ -90,9 +90,9 @@ def main():
         def run_eval(in_flight, i):
             evaluate(eval_step, variables, split, batch_size=args.batch, mesh=mesh, in_flight=in_flight)
 
-        rows = [("fit, clean train step", run_fit, 0, "in_flight=0 (before)"),
+        rows = [("fit, clean train step", run_fit, 0, "in_flight=0"),
                 ("fit, clean train step", run_fit, 1, "in_flight=1 (default)"),
-                ("evaluate, clean", run_eval, 0, "in_flight=0 (before)"),
+                ("evaluate, clean", run_eval, 0, "in_flight=0"),
                 ("evaluate, clean", run_eval, 2, "in_flight=2 (default)")]
         for _, fn, k, _ in rows:  # compile
             fn(k, "warm")

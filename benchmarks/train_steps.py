@@ -34,7 +34,7 @@ ATTACK = dict(eps=8 / 255, step_size=2 / 255, steps=10, norm="linf", random_init
 
 
 def centered_bwd(epsilon, res, cotangents):
-    """rwsjax BatchNorm's backward pass as of session 5 (``--batch_norm=centered``): x − μ as an array."""
+    """A BatchNorm backward pass that writes x − μ out as an array (``--batch_norm=centered``), for comparison."""
     x, scale, mean, inv = res
     dy, dmean, dvar = cotangents
     axes, n = tuple(range(x.ndim - 1)), x.size // x.shape[-1]
@@ -61,8 +61,8 @@ def main():
                     help="computation dtype (parameters and optimizer stay float32)")
     ap.add_argument("--batch_norm", default="rwsjax", choices=("rwsjax", "centered", "flax"),
                     help="rwsjax: BatchNorm with the hand-written backward pass (default); centered: the "
-                         "same with x - mean written out as its own array (the session-5 backward, before "
-                         "line); flax: flax.linen.BatchNorm, autodiff backward (the first before line)")
+                         "same with x - mean written out as its own array; flax: flax.linen.BatchNorm, autodiff "
+                         "backward")
     ap.add_argument("--cpu_devices", type=int, default=1,
                     help="split the CPU into this many JAX devices, batch sharded over them (rwsjax.main "
                          "--cpu_devices; 0 = one per core)")

@@ -2,7 +2,7 @@
 # Run N cooperating processes of an rwsjax command on this machine (JAX's distributed runtime).
 #
 #   launch/local.sh NUM_PROCESSES DEVICES_PER_PROCESS COMMAND...
-#   e.g. launch/local.sh 2 2 python -m rwsjax.main --config=configs/rift.py:smoke --workdir=runs/mp
+#   e.g. launch/local.sh 2 2 rwsjax run --config=rift:smoke --workdir=runs/mp
 #
 # Every process gets RWSJAX_COORDINATOR / RWSJAX_NUM_PROCESSES / RWSJAX_PROCESS_ID, so `rwsjax.main`
 # joins them into one run over NUM_PROCESSES x DEVICES_PER_PROCESS devices.  On CPU (default, or

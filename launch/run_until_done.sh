@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run an rwsjax job and re-run it after preemption until it finishes.
 #
-#   launch/run_until_done.sh configs/rift.py:paper runs/rift_paper [--config.model.name=resnet34 ...]
+#   launch/run_until_done.sh rift:paper runs/rift_paper [--config.model.name=resnet34 ...]
 #
 # rwsjax exits with status 143 after SIGTERM (a scheduler's preemption notice)
 # once it has written a checkpoint; re-running the same command resumes from it.

@@ -2,7 +2,7 @@
 # Run an rwsjax job on every host of a Cloud TPU VM pod slice (e.g. v4-32 = 4 hosts x 4 chips).
 #
 #   TPU_NAME=my-v4-32 ZONE=us-central2-b WORKDIR=/mnt/shared/runs/rift_paper \
-#     launch/tpu_vm_pod.sh --config=configs/rift.py:paper --config.at.batch_size=512 --config.at.learning_rate=0.4
+#     launch/tpu_vm_pod.sh --config=rift:paper --config.at.batch_size=512 --config.at.learning_rate=0.4
 #
 # Installs this checkout on every worker (first run: SETUP=1), then starts `python -m rwsjax.main` on all
 # workers at once with `gcloud compute tpus tpu-vm ssh --worker=all`.  The processes find each other through

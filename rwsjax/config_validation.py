@@ -63,6 +63,14 @@ def common(config) -> list[str]:
         if path and not os.path.exists(path):
             problems.append(f"config.{field}={path!r} does not exist: give an rwsjax variables directory "
                             "(WORKDIR/at/final) or a PyTorch state_dict file (.pt, .pth, .safetensors)")
+    if get(config, "log.wandb"):
+        import importlib.util
+        if importlib.util.find_spec("wandb") is None:
+            problems.append("config.log.wandb=True needs the wandb package: pip install wandb (or leave it False)")
+    manual = get(config, "data.manual_dir")
+    if manual and not os.path.exists(manual):
+        problems.append(f"config.data.manual_dir={manual!r} does not exist: give the downloaded archive "
+                        "(cifar-10-python.tar.gz, cifar-100-python.tar.gz, tiny-imagenet-200.zip) or its folder")
     for block in ("attack", "eval"):
         choice(problems, config, f"{block}.norm", NORMS)
         at_least(problems, config, f"{block}.eps", 0)
@@ -91,9 +99,11 @@ def common(config) -> list[str]:
 
 
 def raise_problems(problems: list[str]) -> None:
-    """Raise one :class:`ConfigError` listing every problem (nothing when the list is empty)."""
+    """Raise one :class:`ConfigError` naming every problem on one line (nothing when the list is empty)."""
+    if len(problems) == 1:
+        raise ConfigError(f"invalid config: {problems[0]}")
     if problems:
-        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+        raise ConfigError(f"invalid config ({len(problems)} problems): " + "; ".join(problems))
 
 
 def resolve_defaults(config) -> None:

@@ -1,7 +1,9 @@
-"""Command line: ``python -m rwsjax.main --config=configs/rift.py:cpu --workdir=DIR``.
+"""Command line: ``rwsjax run --config=rift:cpu --workdir=DIR`` (also ``python -m rwsjax.main ...``).
 
-The config file's ``get_config(preset)`` builds an ``ml_collections``
-ConfigDict; any field can be overridden (``--config.at.epochs=5``).  The
+``--config`` is a packaged config (``rift``, ``rws``, ``evaluate``; see
+:mod:`rwsjax.configs`) or a config file, with ``:PRESET``; its
+``get_config(preset)`` builds an ``ml_collections`` ConfigDict; any field can
+be overridden (``--config.at.epochs=5``).  The
 resolved config is printed; the workflow named by ``config.workflow`` then
 runs (or resumes) its stages in ``DIR`` (:mod:`rwsjax.workflows.stages`).
 
@@ -20,8 +22,13 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/rift.py:cpu.",
-                                          lock_config=True)
+def _config_help() -> str:
+    from rwsjax.configs import describe_presets
+    return ("NAME:PRESET of a packaged config, or FILE:PRESET of a config file (e.g. --config=rift:cpu). "
+            "Packaged configs and their presets (the first is the default):\n" + describe_presets())
+
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, _config_help(), lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, reports and figures "
                                "(re-running with the same workdir resumes).")
 _COORDINATOR = flags.DEFINE_string("coordinator", None, "Multi-process: HOST:PORT of process 0 (not needed "
@@ -39,12 +46,29 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-def main(argv):
+def _cpu_warning(config) -> str | None:
+    """A paper-scale RiFT run on a CPU-only machine: its estimated duration, and the preset to use instead."""
+    import jax
+    if jax.devices()[0].platform != "cpu" or config.get("preset") != "paper" or config.workflow != "rift":
+        return None
+    from rwsjax.data.sources import DATASETS
+    n = config.data.train_size or 50_000 - config.data.val_size
+    width = config.model.width_multiplier
+    # ResNet-18 (width 64) PGD-10 AT step on a CPU: ≈ 2.5 img/s per core (benchmarks/train_steps.py), cost ∝ width²
+    # and image area; the MRC, fine-tuning and evaluation stages add about a fifth.
+    ips = 2.5 * (os.cpu_count() or 1) / max(width, 1 / 16) ** 2 / (DATASETS[config.data.name].image_shape[0] / 32) ** 2
+    days = 1.2 * config.at.epochs * n / ips / 86_400
+    return (f"warning: the paper preset on a CPU-only machine: {config.at.epochs} epochs of PGD-10 AT on {n:,} images "
+            f"take about {days:,.0f} days here. --config=rift:cpu runs the whole pipeline at reduced scale "
+            "in < 40 min (README, Presets); a GPU or TPU runs the paper preset.")
+
+
+def _run(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO
     config = _CONFIG.value
     if config is None:
-        _fail("--config is required, e.g. --config=configs/rift.py:cpu")
+        _fail("--config is required, e.g. --config=rift:cpu (--help lists the packaged configs and their presets)")
     if _WORKDIR.value is None:
         _fail("--workdir is required, e.g. --workdir=runs/rift_cpu")
     from rwsjax import distributed, workflows
@@ -57,6 +81,9 @@ def main(argv):
     except ValueError as e:
         _fail(str(e))
     distributed.initialize(launch)  # before anything touches a JAX device
+    warning = _cpu_warning(config)
+    if warning:
+        print(warning, file=sys.stderr)
     from rwsjax.config_validation import ConfigError, resolve_defaults
     try:
         workflows.validate(config)
@@ -89,12 +116,61 @@ def main(argv):
     print(f"done: results in {workdir}")
 
 
+def _load_config(spec: str):
+    """The ConfigDict of ``FILE[:PRESET]`` without overrides (None when it cannot be built)."""
+    import importlib.util
+    path, _, preset = spec.partition(":")
+    try:
+        module_spec = importlib.util.spec_from_file_location("rwsjax_user_config", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        return module.get_config(preset) if preset else module.get_config()
+    except Exception:  # noqa: BLE001 — absl's own message says what is wrong with the file
+        return None
+
+
+def _unknown_override(config, overrides: list[str]) -> str | None:
+    """The first ``--config.a.b=v`` naming a section or field that `config` lacks, explained, or None."""
+    import difflib
+    import ml_collections
+    for override in overrides:
+        key = override[len("--config."):].split("=", 1)[0]
+        node, walked = config, "config"
+        for part in key.split("."):
+            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                names = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+                close = difflib.get_close_matches(part, names, n=1)
+                hint = f"did you mean {walked}.{close[0]}? " if close else ""
+                where = f"the {config.get('workflow', '')} config".replace("the  config", "the config")
+                return (f"{override}: {where} has no {walked}.{part} ({hint}{walked} has: {', '.join(names)}); "
+                        "remove the override or use a config that has it (rwsjax run --help lists them)")
+            node, walked = node[part], f"{walked}.{part}"
+    return None
+
+
 def _parse_flags(argv):
-    """absl flag parsing, with a bad ``--config.*`` override reported in one line instead of a traceback."""
+    """absl flag parsing, with a bad ``--config`` or override reported in one line instead of a traceback.
+
+    ``--config=NAME[:PRESET]`` of a packaged config is resolved to its file first.
+    """
+    from rwsjax.configs import resolve
+    argv = list(argv)
+    resolved = None
+    for i, a in enumerate(argv[1:], 1):
+        if a.startswith("--config="):
+            try:
+                argv[i] = "--config=" + resolve(a.split("=", 1)[1])
+            except ValueError as e:
+                _fail(str(e))
+            resolved = argv[i].split("=", 1)[1]
     try:
         return flags.FLAGS(argv)
     except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
-        overrides = [a for a in argv[1:] if a.startswith("--config")]
+        overrides = [a for a in argv[1:] if a.startswith("--config.")]
+        config = _load_config(resolved) if resolved else None
+        unknown = _unknown_override(config, overrides) if config is not None else None
+        if unknown:
+            _fail(unknown)
         detail = str(e)
         if "Traceback (most recent call last)" in detail:  # an error inside the config file: keep its last line
             head = detail.split("Traceback (most recent call last)")[0].strip()
@@ -103,8 +179,19 @@ def _parse_flags(argv):
         if len(detail) > 1 and detail[0] == detail[-1] == "'":  # AttributeError repr of a KeyError message
             detail = detail[1:-1]
         detail = detail.replace("\\n", " ").replace("\n", " ").replace("\\'", "'")
-        sys.exit(f"error: bad --config or override among {overrides}: {detail}")
+        what = f"override among {overrides}" if overrides else "--config"
+        _fail(f"bad {what}: {detail}")
+
+
+def main(argv=None, prog: str = "python -m rwsjax.main"):
+    """Runs the command line on `argv` (default ``sys.argv[1:]``); exits with the run's status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("--help", "-h", "--helpshort", "--helpfull") for a in argv):
+        print(f"usage: {prog} --config=NAME[:PRESET] --workdir=DIR [--config.FIELD=VALUE ...] [flags]\n\n"
+              f"{__doc__.split(chr(10) + chr(10), 1)[1].strip()}\n\nflags:\n{flags.FLAGS.module_help(__name__)}")
+        sys.exit(0)
+    app.run(_run, argv=[prog, *argv], flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse_flags)
+    main()

@@ -52,11 +52,17 @@ def _raises(fn):
     raise AssertionError("no error raised")
 
 
+# No network for the subprocess: every HTTP(S) request goes to a closed local port (refused at once).
+_OFFLINE = {"TFDS_DATA_DIR": "{tmp}/empty", "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9",
+            "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": ""}
+
+
 def _cli(*args, env=None):
     def run(tmp_path):
-        proc = subprocess.run([sys.executable, "-m", "rwsjax.main", *[a.format(tmp=tmp_path, root=ROOT) for a in args]],
+        fmt = dict(tmp=tmp_path, root=ROOT)
+        proc = subprocess.run([sys.executable, "-m", "rwsjax.main", *[a.format(**fmt) for a in args]],
                               capture_output=True, text=True, cwd=ROOT, timeout=300,
-                              env=dict(os.environ, **(env or {})))
+                              env=dict(os.environ, **{k: v.format(**fmt) for k, v in (env or {}).items()}))
         assert proc.returncode != 0, proc.stdout[-2000:]
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
         return SystemExit(lines[-1] if lines else proc.stdout)
@@ -193,6 +199,11 @@ def _dataset_missing(tmp_path):
     return _raises(lambda: sources.load_split("cifar10", "test", data_dir=str(tmp_path / "empty")))
 
 
+def _init_checkpoint_garbage(tmp_path):
+    (tmp_path / "bad.safetensors").write_bytes(b"not a state_dict")
+    return _cli("--config=rift:smoke", "--workdir={tmp}/w", "--config.init_checkpoint={tmp}/bad.safetensors")(tmp_path)
+
+
 def _val_too_large(_):
     from rwsjax.data.splits import load_splits
     return _raises(lambda: load_splits("cifar10", data_dir=DATA_DIR, val_size=50000))
@@ -266,18 +277,24 @@ def cases() -> list[Case]:
     ConfigError, DatasetNotFoundError, SignatureMismatchError, SignatureFormatError, CheckpointError, StageError = (
         _errors())
     return [
-        Case("no config", "`python -m rwsjax.main --workdir=DIR`", _cli("--workdir={tmp}/w"), SystemExit,
-             ("--config is required", "configs/rift.py:cpu")),
-        Case("no workdir", "`--config=configs/rift.py:cpu` only", _cli("--config={root}/configs/rift.py:cpu"),
+        Case("no config", "`rwsjax run --workdir=DIR`", _cli("--workdir={tmp}/w"), SystemExit,
+             ("--config is required", "--config=rift:cpu")),
+        Case("no workdir", "`--config=rift:cpu` only", _cli("--config=rift:cpu"),
              SystemExit, ("--workdir is required",)),
-        Case("unknown preset", "`--config=configs/rift.py:fast`",
-             _cli("--config={root}/configs/rift.py:fast", "--workdir={tmp}/w"), SystemExit, ("fast", "paper")),
+        Case("unknown preset", "`--config=rift:fast`",
+             _cli("--config=rift:fast", "--workdir={tmp}/w"), SystemExit, ("fast", "paper")),
         Case("unknown config key", "`--config.at.epoch=3` (typo)",
-             _cli("--config={root}/configs/rift.py:smoke", "--workdir={tmp}/w", "--config.at.epoch=3"), SystemExit,
-             ("bad --config or override", "epoch")),
+             _cli("--config=rift:smoke", "--workdir={tmp}/w", "--config.at.epoch=3"), SystemExit,
+             ("has no config.at.epoch", "did you mean config.at.epochs?")),
+        Case("override of a section the workflow lacks", "`--config=evaluate:smoke --config.mrc.eps=0.2`",
+             _cli("--config=evaluate:smoke", "--workdir={tmp}/w", "--config.mrc.eps=0.2"), SystemExit,
+             ("the evaluate config has no config.mrc", "remove the override")),
+        Case("wrong --config path", "`--config=configs/rfit.py:cpu`",
+             _cli("--config=configs/rfit.py:cpu", "--workdir={tmp}/w"), SystemExit,
+             ("no config file 'configs/rfit.py'", "rift:PRESET", "--config=rift:cpu")),
         Case("value of the wrong type", "`--config.at.epochs=ten`",
-             _cli("--config={root}/configs/rift.py:smoke", "--workdir={tmp}/w", "--config.at.epochs=ten"),
-             SystemExit, ("bad --config or override", "ten")),
+             _cli("--config=rift:smoke", "--workdir={tmp}/w", "--config.at.epochs=ten"),
+             SystemExit, ("bad override", "ten")),
         Case("unknown model", "`--config.model.name=resnet101`", _validate(model__name="resnet101"), ConfigError,
              ("config.model.name='resnet101'", "resnet18", "wrn34_10")),
         Case("unknown dataset", "`--config.data.name=mnist`", _validate(data__name="mnist"), ConfigError,
@@ -294,16 +311,20 @@ def cases() -> list[Case]:
              _validate_with(redo="training"), ConfigError, ("unknown stage(s) ['training']", "'at'", "'mrc'")),
         Case("changed config in a used workdir", "re-run with `--config.at.epochs=7` where θ_AT is done",
              _changed_config, StageError, ("stage 'at'", "at.epochs: 2 → 7", "--config.redo=at", "new --workdir")),
-        Case("evaluate without a checkpoint", "`--config=configs/evaluate.py:smoke` without `--config.checkpoint`",
-             _cli("--config={root}/configs/evaluate.py:smoke", "--workdir={tmp}/w"), SystemExit,
+        Case("evaluate without a checkpoint", "`--config=evaluate:smoke` without `--config.checkpoint`",
+             _cli("--config=evaluate:smoke", "--workdir={tmp}/w"), SystemExit,
              ("config.checkpoint is empty", "--config.checkpoint=runs/rift_cpu/at/final")),
         Case("workdir in use", "a second run started on the workdir of a live run", _workdir_in_use, StageError,
              ("is in use by process", "another --workdir")),
         Case("workdir is a file", "`--workdir=FILE`",
-             _cli("--config={root}/configs/rift.py:smoke", "--workdir={root}/README.md"), SystemExit,
+             _cli("--config=rift:smoke", "--workdir={root}/README.md"), SystemExit,
              ("is a file", "give a directory")),
-        Case("dataset not prepared (offline machine)", "`TFDS_DATA_DIR` pointing at an empty directory",
-             _dataset_missing, DatasetNotFoundError, ("python -m rwsjax.data.prepare cifar10", "TFDS_DATA_DIR")),
+        Case("dataset missing, offline", "`rwsjax run --config=rift:smoke` with an empty `TFDS_DATA_DIR`, no network",
+             _cli("--config=rift:smoke", "--workdir={tmp}/w", env=_OFFLINE), SystemExit,
+             ("cifar10 is not prepared", "cannot download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+              "--config.data.manual_dir=PATH/cifar-10-python.tar.gz")),
+        Case("dataset not prepared, read directly", "`sources.load_split` on an empty data dir",
+             _dataset_missing, DatasetNotFoundError, ("rwsjax prepare cifar10", "TFDS_DATA_DIR")),
         Case("impossible split size", "`--config.data.val_size=50000`", _val_too_large, ValueError,
              ("data.val_size",), data=True),
         Case("checkpoint path that is not a checkpoint", "`--config.checkpoint=DIR/nope`", _checkpoint_missing,
@@ -311,6 +332,8 @@ def cases() -> list[Case]:
         Case("checkpoint of another architecture", "width ×0.125 checkpoint into a width ×0.0625 model",
              _checkpoint_other_width, CheckpointError, ("does not match", "shape", "expected",
                                                         "width_multiplier")),
+        Case("PyTorch file that is not a state_dict", "`--config.init_checkpoint=bad.safetensors` (garbage bytes)",
+             _init_checkpoint_garbage, SystemExit, ("bad.safetensors", "not a valid safetensors file")),
         Case("truncated checkpoint", "a checkpoint's data files cut in half", _checkpoint_truncated,
              CheckpointError, ("truncated or corrupt",)),
         Case("corrupt checkpoint metadata", "`_METADATA` overwritten with garbage", _checkpoint_metadata_garbage,
@@ -332,7 +355,7 @@ def cases() -> list[Case]:
         Case("coordinator without a port", "`--coordinator=10.0.0.1`", _multiprocess_no_port, ValueError,
              ("HOST:PORT",)),
         Case("bad multi-process flags on the command line", "`--coordinator=h:1 --num_processes=2 --process_id=5`",
-             _cli("--config={root}/configs/rift.py:smoke", "--workdir={tmp}/w", "--coordinator=h:1",
+             _cli("--config=rift:smoke", "--workdir={tmp}/w", "--coordinator=h:1",
                   "--num_processes=2", "--process_id=5"), SystemExit, ("0 <= process_id < num_processes",)),
     ]
 

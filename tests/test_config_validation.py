@@ -67,6 +67,7 @@ def test_all_problems_in_one_message():
     with pytest.raises(ConfigError) as e:
         validate(c)
     assert "config.model.name" in str(e.value) and "config.attack.eps" in str(e.value)
+    assert "\n" not in str(e.value) and str(e.value).startswith("invalid config (2 problems): ")
 
 
 def test_awp_needs_an_adversarial_regime():

@@ -85,10 +85,10 @@ def test_missing_dataset_raises_helpful_error(tmp_path, sub):
     msg = str(e.value)
     assert isinstance(e.value, FileNotFoundError)
     assert "TFDS_DATA_DIR" in msg and "--config.data.data_dir" in msg
-    assert f"python -m rwsjax.data.prepare cifar10 --data_dir={os.path.abspath(data_dir)}" in msg
+    assert f"rwsjax prepare cifar10 --data_dir={os.path.abspath(data_dir)}" in msg
     assert e.value.__cause__ is not None  # chained from tfds's own exception
     assert not os.path.exists(os.path.join(data_dir, "cifar10"))  # nothing downloaded/created
-    with pytest.raises(DatasetNotFoundError, match="rwsjax.data.prepare cifar100"):
+    with pytest.raises(DatasetNotFoundError, match="rwsjax prepare cifar100"):
         splits.load_splits("cifar100", data_dir=data_dir, val_size=100)
 
 
@@ -100,13 +100,13 @@ def test_missing_dataset_via_env(tmp_path, monkeypatch):
 
 
 def test_prepare_cli_validates_arguments(capsys):
-    with pytest.raises(SystemExit) as e:
-        prepare.main(["--help"])
-    assert e.value.code == 0
-    assert "--data_dir" in capsys.readouterr().out
-    with pytest.raises(SystemExit) as e:
-        prepare.main(["mnist"])
-    assert e.value.code == 2
+    assert prepare.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--data_dir" in out and "--manual_dir" in out
+    assert prepare.main(["mnist"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: unknown dataset 'mnist'; python -m rwsjax.data.prepare "
+                                               "prepares cifar10, cifar100, tiny_imagenet")
+    assert prepare.main([]) == 2
     with pytest.raises(ValueError, match="cifar10"):
         prepare.prepare("mnist", "/nonexistent")
 

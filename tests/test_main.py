@@ -28,8 +28,34 @@ def test_unknown_preset_lists_valid_ones(tmp_path):
 
 def test_unknown_override_key_is_rejected(tmp_path):
     p = _run("--config=configs/rift.py:smoke", f"--workdir={tmp_path}", "--config.at.epoch=3")
-    assert p.returncode != 0 and "--config.at.epoch=3" in p.stderr and 'Did you mean "epochs"' in p.stderr
+    assert p.returncode != 0 and "--config.at.epoch=3" in p.stderr and "did you mean config.at.epochs?" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_the_rwsjax_command_lists_commands_workflows_and_presets(tmp_path):
+    p = subprocess.run(["rwsjax", "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert p.returncode == 0
+    for words in ("run", "evaluate", "prepare", "corrupt", "export", "regimes", "rift", "rws",
+                  "presets: paper (default), cpu, smoke, tinyimagenet, tinyimagenet_cpu"):
+        assert words in p.stdout, words
+    p = subprocess.run(["rwsjax", "run", "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert p.returncode == 0 and "NAME:PRESET of a packaged config" in p.stdout and "tinyimagenet_cpu" in p.stdout
+    p = subprocess.run(["rwsjax", "train"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert p.returncode == 2 and p.stderr.strip().startswith("error: unknown command 'train'")
+
+
+def test_paper_preset_on_a_cpu_warns_with_its_duration(tmp_path):
+    """From a directory outside the repository, by packaged name; no data and no network: two lines, exit 2."""
+    closed = "http://127.0.0.1:9"
+    env = dict(__import__("os").environ, TFDS_DATA_DIR=str(tmp_path / "empty"), https_proxy=closed,
+               HTTPS_PROXY=closed, no_proxy="", NO_PROXY="")
+    p = subprocess.run(["rwsjax", "run", "--config=rift", f"--workdir={tmp_path}/w"], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=120, env=env)
+    assert p.returncode == 2, p.stderr[-2000:]
+    lines = p.stderr.strip().splitlines()
+    assert lines[0].startswith("warning: the paper preset on a CPU-only machine: 110 epochs of PGD-10 AT on 49,000 "
+                               "images take about ") and "days here. --config=rift:cpu" in lines[0]
+    assert lines[-1].startswith("error: cifar10 is not prepared in ") and len(lines) == 2
 
 
 @pytest.mark.parametrize("preset", ["paper", "cpu", "smoke"])

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from test_metrics import read_events
 
 from conftest import ROOT, needs_data
 
@@ -21,8 +22,7 @@ def _steps(directory):
 @pytest.mark.slow
 def test_smoke_pipeline_end_to_end_with_resume(tmp_path):
     workdir = tmp_path / "smoke"
-    cmd = [sys.executable, "-m", "rwsjax.main", f"--config={ROOT}/configs/rift.py:smoke", f"--workdir={workdir}",
-           "--config.log.tensorboard=False"]
+    cmd = [sys.executable, "-m", "rwsjax.main", f"--config={ROOT}/configs/rift.py:smoke", f"--workdir={workdir}"]
     ckpts = workdir / "at" / "checkpoints"
     with open(tmp_path / "first.log", "w") as log:
         first = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -74,6 +74,18 @@ def test_smoke_pipeline_end_to_end_with_resume(tmp_path):
                                                                 "jpeg_compression"}
     history = json.loads((workdir / "at" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
+    # TensorBoard: losses, accuracies in %, the learning rate; no counts.
+    events = read_events(str(workdir / "tensorboard"))
+    for stage in ("at", "ft"):
+        for name in ("train_loss", "train_accuracy", "val_clean_accuracy", "learning_rate"):
+            assert events.get(f"{stage}/{name}"), (stage, name, sorted(events))
+    assert events["at/val_robust_accuracy"]
+    assert not [t for t in events if t.endswith(("_n", "count", "seconds"))], sorted(events)
+    assert dict(events["at/val_clean_accuracy"])[max(dict(events["at/val_clean_accuracy"]))] == pytest.approx(
+        history[-1]["val_clean_accuracy"], abs=1e-4)
+    assert max(v for _, v in events["at/train_accuracy"]) > 1  # %, not a fraction
+    lrs = dict(events["at/learning_rate"])
+    assert lrs[max(lrs)] == pytest.approx(0.01) and set(map(lambda v: round(v, 6), lrs.values())) <= {0.1, 0.01}
     for name in ("config.json", "report.md", "mrc.md", "mrc.png", "interpolation.png", "interpolation.json"):
         assert (workdir / name).exists(), name
     assert "| AT + RiFT" in (workdir / "report.md").read_text()

@@ -206,3 +206,24 @@ def test_select_alpha_rule():
     assert select_alpha([0.0, 0.5], [70.0, 70.0], [40.0, 40.0], reference_adversarial=40.0) == 0  # tie → smaller α
     with pytest.raises(ValueError):
         select_alpha([0.0], [1.0, 2.0], [1.0], reference_adversarial=0.0)
+
+
+def test_select_alpha_at_the_tolerance_boundary():
+    """Losing exactly the tolerated 0.1 points is allowed, for every reference count (accuracies as evaluate makes
+    them, 100·count/N): at N = 1,000 one image is 0.1 points; at N = 500 one image is 0.2 points."""
+    assert select_alpha([0.0, 0.1], [50, 52], [64.2, 64.1], reference_adversarial=64.2, tolerance=0.1) == 1
+    for n, allowed in ((500, 0), (1000, 1), (3000, 3)):
+        for r in range(n + 1):
+            ref = 100.0 * r / n
+            for lost in (allowed, allowed + 1):
+                if lost > r:
+                    continue
+                adv = [ref, 100.0 * (r - lost) / n]
+                want = 1 if lost <= allowed else 0
+                assert select_alpha([0.0, 0.1], [50.0, 52.0], adv, reference_adversarial=ref, tolerance=0.1,
+                                    n=n) == want, (n, r, lost)
+                if n != 3000:  # 100·c/3000 has no exact short decimal: there only the counts are exact
+                    assert select_alpha([0.0, 0.1], [50.0, 52.0], adv, reference_adversarial=ref,
+                                        tolerance=0.1) == want, (n, r, lost)
+    with pytest.raises(ValueError):
+        select_alpha([0.0], [1.0], [1.0], reference_adversarial=1.0, n=0)

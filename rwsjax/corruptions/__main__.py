@@ -1,11 +1,11 @@
-"""Command line: ``python -m rwsjax.corruptions {generate,gallery} ...``.
+"""Command line: ``rwsjax corrupt {generate,gallery} ...`` (also ``python -m rwsjax.corruptions ...``).
 
 generate
   Writes corrupted splits as TFDS datasets (``<dataset>_corrupted/<config>``:
   CIFAR-10-C, CIFAR-100-C, Tiny-ImageNet-C)::
 
-    python -m rwsjax.corruptions generate --dataset cifar10 --corruptions all \\
-        --severities 1,2,3,4,5 --out_data_dir DIR [--num_examples N|full] [--split test|train]
+    rwsjax corrupt generate --dataset=cifar10 --corruptions=all \\
+        --severities=1,2,3,4,5 --out_data_dir=DIR [--num_examples=N|full] [--split=test|train]
 
   ``--dataset``: ``cifar10``, ``cifar100`` or ``tiny_imagenet`` (64x64
   constants of ``make_tinyimagenet_c.py``; ``--split test`` corrupts its
@@ -23,12 +23,11 @@ generate
   the same arguments are skipped.
 
 gallery
-  ``python -m rwsjax.corruptions gallery --out docs/corruptions_gallery.png``
+  ``rwsjax corrupt gallery --out=docs/corruptions_gallery.png``
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -54,7 +53,7 @@ def _parse_corruptions(text: str) -> list[str]:
         elif part in CORRUPTIONS:
             out.append(part)
         else:
-            raise argparse.ArgumentTypeError(
+            raise ValueError(
                 f"unknown corruption {part!r}; valid: {', '.join(_GROUPS)} or names: {', '.join(CORRUPTIONS)}"
             )
     return list(dict.fromkeys(out))
@@ -64,10 +63,10 @@ def _parse_severities(text: str) -> list[int]:
     try:
         sev = [int(p) for p in text.split(",") if p.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"severities must be integers in {list(SEVERITIES)}, got {text!r}") from None
+        raise ValueError(f"severities must be integers in {list(SEVERITIES)}, got {text!r}") from None
     bad = [s for s in sev if s not in SEVERITIES]
     if bad or not sev:
-        raise argparse.ArgumentTypeError(f"severities must be in {list(SEVERITIES)}, got {text!r}")
+        raise ValueError(f"severities must be in {list(SEVERITIES)}, got {text!r}")
     return list(dict.fromkeys(sev))
 
 
@@ -77,9 +76,9 @@ def _parse_num(text: str):
     try:
         n = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--num_examples must be a positive int or 'full', got {text!r}") from None
+        raise ValueError(f"--num_examples must be a positive int or 'full', got {text!r}") from None
     if n < 1:
-        raise argparse.ArgumentTypeError(f"--num_examples must be >= 1, got {n}")
+        raise ValueError(f"--num_examples must be >= 1, got {n}")
     return n
 
 
@@ -125,42 +124,74 @@ def _cmd_gallery(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rwsjax.corruptions", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    from rwsjax.corruptions.datasets import CORRUPTED_NAMES
+def _define(command: str):
+    def define(fv) -> None:
+        from absl import flags
 
-    g = sub.add_parser("generate", help="write corrupted splits (CIFAR-10/100-C, Tiny-ImageNet-C) as TFDS datasets")
-    g.add_argument("--dataset", choices=list(CORRUPTED_NAMES), default="cifar10",
-                   help="source dataset (prepared in --source_data_dir)")
-    g.add_argument("--corruptions", type=_parse_corruptions, default=list(CORRUPTIONS),
-                   help="all | benchmark | extra | rift | name,name,...")
-    g.add_argument("--severities", type=_parse_severities, default=list(SEVERITIES), help="e.g. 1,2,3,4,5")
-    g.add_argument("--out_data_dir", "--out-data-dir", required=True, help="TFDS data dir to write into")
-    g.add_argument("--num_examples", "--num-examples", type=_parse_num, default=None,
-                   help="N (class-stratified subset) or 'full' (default)")
-    g.add_argument("--subset_seed", "--subset-seed", type=int, default=0, help="selects the --num_examples subset")
-    g.add_argument("--split", choices=["test", "train"], default="test")
-    g.add_argument("--seed", type=int, default=0, help="corruption seed")
-    g.add_argument("--source_data_dir", "--source-data-dir", default=None,
-                   help="TFDS data dir of the clean dataset (default $TFDS_DATA_DIR)")
-    g.add_argument("--overwrite", action="store_true", help="replace splits generated with other arguments")
-    g.add_argument("--no_progress", "--no-progress", action="store_true")
-    g.set_defaults(func=_cmd_generate)
-    q = sub.add_parser("gallery", help="save the 19 x (clean + 5 severities) gallery figure")
-    q.add_argument("--out", default="docs/corruptions_gallery.png")
-    q.add_argument("--data_dir", "--data-dir", default=None, help="TFDS data dir holding cifar10")
-    q.add_argument("--index", type=int, default=4, help="CIFAR-10 test image position")
-    q.add_argument("--seed", type=int, default=0)
-    q.set_defaults(func=_cmd_gallery)
-    args = parser.parse_args(argv)
+        from rwsjax.corruptions.datasets import CORRUPTED_NAMES
+
+        if command == "generate":
+            flags.DEFINE_enum("dataset", "cifar10", list(CORRUPTED_NAMES), "source dataset (prepared in "
+                              "--source_data_dir)", flag_values=fv)
+            flags.DEFINE_string("corruptions", "all", "all | benchmark | extra | rift | name,name,...", flag_values=fv)
+            flags.DEFINE_string("severities", "1,2,3,4,5", "e.g. 1,2,3,4,5", flag_values=fv)
+            flags.DEFINE_string("out_data_dir", None, "TFDS data dir to write into (required)", flag_values=fv)
+            flags.DEFINE_string("num_examples", "full", "N (class-stratified subset) or 'full'", flag_values=fv)
+            flags.DEFINE_integer("subset_seed", 0, "selects the --num_examples subset", flag_values=fv)
+            flags.DEFINE_enum("split", "test", ["test", "train"], "source split", flag_values=fv)
+            flags.DEFINE_integer("seed", 0, "corruption seed", flag_values=fv)
+            flags.DEFINE_string("source_data_dir", None, "TFDS data dir of the clean dataset (default "
+                                "$TFDS_DATA_DIR)", flag_values=fv)
+            flags.DEFINE_boolean("overwrite", False, "replace splits generated with other arguments", flag_values=fv)
+            flags.DEFINE_boolean("no_progress", False, "no progress bars", flag_values=fv)
+        else:
+            flags.DEFINE_string("out", "docs/corruptions_gallery.png", "PNG to write", flag_values=fv)
+            flags.DEFINE_string("data_dir", None, "TFDS data dir holding cifar10", flag_values=fv)
+            flags.DEFINE_integer("index", 4, "CIFAR-10 test image position", flag_values=fv)
+            flags.DEFINE_integer("seed", 0, "corruption seed", flag_values=fv)
+    return define
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m rwsjax.corruptions") -> int:
+    from rwsjax.cli import fail, parse
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"generate": _cmd_generate, "gallery": _cmd_gallery}
+    if not argv or argv[0] not in commands:
+        if argv and argv[0] in ("-h", "--help"):
+            print(f"usage: {prog} {{generate,gallery}} [flags]   ({prog} COMMAND --help for its flags)")
+            print(__doc__)
+            return 0
+        return fail(f"{prog} needs a command, generate or gallery (got {argv[0] if argv else 'none'!r}; "
+                    f"see {prog} --help)")
+    command = argv[0]
+    summaries = {"generate": "Write corrupted splits (CIFAR-10/100-C, Tiny-ImageNet-C) as TFDS datasets.",
+                 "gallery": "Save the 19 corruptions x (clean + 5 severities) gallery figure."}
+    parsed = parse(argv[1:], f"{prog} {command}", summaries[command], _define(command))
+    if isinstance(parsed, int):
+        return parsed
+    args, _ = parsed
     from rwsjax.data.sources import DatasetNotFoundError
 
     try:
-        return args.func(args)
+        if command == "generate":
+            if not args.out_data_dir:
+                return fail(f"{prog} generate needs --out_data_dir=DIR (where the corrupted datasets are written)")
+            args = _Args(args, corruptions=_parse_corruptions(args.corruptions),
+                         severities=_parse_severities(args.severities), num_examples=_parse_num(args.num_examples))
+        return commands[command](args)
     except (ModuleNotFoundError, DatasetNotFoundError, ValueError, IndexError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail(e)
+
+
+class _Args:
+    """absl flag values with some replaced by their parsed form."""
+
+    def __init__(self, fv, **parsed):
+        self._fv, self._parsed = fv, parsed
+
+    def __getattr__(self, name):
+        return self._parsed[name] if name in self._parsed else getattr(self._fv, name)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@ records that are asked for get decoded.
 Where the data lives: the `data_dir` argument, else the ``TFDS_DATA_DIR``
 environment variable, else the TFDS default (``~/tensorflow_datasets``). The
 directory must hold ``<data_dir>/<name>/<version>/`` as written by
-``python -m rwsjax.data.prepare NAME --data_dir=DIR`` (ArrayRecord format;
-Tiny-ImageNet also needs ``--manual_dir=PATH`` to its zip); nothing is ever
-downloaded from here.
+``rwsjax prepare NAME --data_dir=DIR`` (`rwsjax.data.prepare`, ArrayRecord
+format; Tiny-ImageNet also needs ``--manual_dir=PATH`` to its zip); nothing is
+ever downloaded from here (the workflows call `rwsjax.data.prepare.ensure`
+first).
 
 Split names: ``"train"`` and ``"test"`` are rwsjax's names; ``"test"`` reads
 the dataset's `DatasetInfo.test_split` (``"test"`` for CIFAR, the official
@@ -274,32 +275,10 @@ def _not_found_message(name: str, data_dir: str, detail: str = "") -> str:
         why = f"{ds_dir} holds no version prepared as ArrayRecord"
         if detail:
             why += f" (tensorflow_datasets: {detail})"
-    return "\n".join(
-        [
-            f"Dataset {name!r} not found in data dir {data_dir!r}: {why}.",
-            "Point rwsjax at a directory that has it by setting the TFDS_DATA_DIR "
-            "environment variable or --config.data.data_dir=DIR.",
-            *_prepare_hint(name, data_dir),
-        ]
-    )
-
-
-def _prepare_hint(name: str, data_dir: str) -> list[str]:
-    if name == "tiny_imagenet":
-        return [
-            (
-                "To prepare it, download http://cs231n.stanford.edu/tiny-imagenet-200.zip (or use a zip with "
-                "its layout) and run:"
-            ),
-            (
-                "  python -m rwsjax.data.prepare tiny_imagenet --manual_dir=PATH/TO/tiny-imagenet-200.zip "
-                f"--data_dir={data_dir}"
-            ),
-        ]
-    return [
-        "To prepare it (needs internet access), run:",
-        f"  python -m rwsjax.data.prepare {name} --data_dir={data_dir}",
-    ]
+    archive = " --manual_dir=PATH/TO/tiny-imagenet-200.zip" if name == "tiny_imagenet" else ""
+    return (f"Dataset {name!r} not found in data dir {data_dir!r}: {why}. Prepare it with "
+            f"`rwsjax prepare {name}{archive} --data_dir={data_dir}` (python -m rwsjax.data.prepare), or point "
+            "TFDS_DATA_DIR / --config.data.data_dir at a directory that has it.")
 
 
 def _open(name: str, split: str, data_dir: str, **kwargs):

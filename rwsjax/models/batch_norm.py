@@ -1,7 +1,8 @@
 """BatchNorm with a hand-written backward pass (the PyTorch ``nn.BatchNorm2d`` computation).
 
-Same variables, defaults and results as ``flax.linen.BatchNorm`` (``params``: ``scale``, ``bias``;
-``batch_stats``: ``mean``, ``var``; running averages updated with the biased batch variance), but in
+Same variables and results as ``flax.linen.BatchNorm`` (``params``: ``scale``, ``bias``; ``batch_stats``:
+``mean``, ``var``; running averages updated with the biased batch variance) with PyTorch's defaults
+(``momentum=0.9``, i.e. ``nn.BatchNorm2d(momentum=0.1)``; Flax's default is 0.99), but in
 training mode the normalization is one :func:`jax.custom_vjp` whose backward pass is the closed form
 
     dx = γ/σ · (dy − mean(dy) − x̂ · mean(dy · x̂)),   dγ = Σ dy · x̂,   dβ = Σ dy
@@ -9,7 +10,7 @@ training mode the normalization is one :func:`jax.custom_vjp` whose backward pas
 (Ioffe & Szegedy 2015, Sec. 3), with σ = sqrt(var + ε) and x̂ = (x − μ)/σ.  Autodiff of the forward
 formula reaches the same gradient through the mean and the variance separately, which XLA:CPU runs as
 an extra multiply-and-add pass over the activations per layer (+5–11 % on the PGD-10 AT step,
-``benchmarks/at_step_vs_pytorch.py``, issue #8); under a sharded batch the two sums of each pass are
+``benchmarks/at_step_vs_pytorch.py``); under a sharded batch the two sums of each pass are
 summed over devices in one cross-device reduction.
 """
 

@@ -1,6 +1,6 @@
 """Export an rwsjax model to a PyTorch ``state_dict`` file.
 
-    python -m rwsjax.models.export_pytorch runs/rift_cpu/at/final at.pt [--normalization]
+    rwsjax export runs/rift_cpu/at/final at.pt [--normalization]   # or python -m rwsjax.models.export_pytorch
 
 Reads the variables directory (Orbax, as written by every workflow: ``at/final``, ``ft/final``,
 ``zoo/<name>/final``) and writes ``.pt``/``.pth`` (needs torch) or ``.safetensors`` (no torch) with
@@ -15,7 +15,6 @@ without one); ``--normalization`` also stores them as
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -45,13 +44,20 @@ def normalization(config: dict | None) -> tuple[tuple[float, ...], tuple[float, 
     return configured(ml_collections.ConfigDict(config), name)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m rwsjax.models.export_pytorch", description=__doc__.splitlines()[0])
-    ap.add_argument("checkpoint", help="an rwsjax variables directory, e.g. runs/rift_cpu/at/final")
-    ap.add_argument("out", help="output file: .pt / .pth (needs torch) or .safetensors")
-    ap.add_argument("--normalization", action="store_true",
-                    help="also store the input normalization as normalize.mean / normalize.std buffers")
-    a = ap.parse_args(argv)
+def _define(fv) -> None:
+    from absl import flags
+    flags.DEFINE_boolean("normalization", False, "also store the input normalization as normalize.mean / "
+                         "normalize.std buffers", flag_values=fv)
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m rwsjax.models.export_pytorch") -> int:
+    from rwsjax.cli import parse
+    parsed = parse(sys.argv[1:] if argv is None else argv, prog, __doc__.splitlines()[0], _define,
+                   positionals="CHECKPOINT_DIR OUT.{pt,pth,safetensors} ", nargs=(2, 2))
+    if isinstance(parsed, int):
+        return parsed
+    fv, (checkpoint_dir, out) = parsed
+    a = type("Args", (), {"checkpoint": checkpoint_dir, "out": out, "normalization": fv.normalization})
     from rwsjax.models import pytorch_io
     from rwsjax.train import checkpoint
     try:

@@ -55,11 +55,11 @@ def interval() -> float:
 
 
 def bar(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", initial: int = 0,
-        unit: str = "it", enabled: bool = True, stream=None) -> tqdm:
+        unit: str = "it", unit_scale: bool = False, enabled: bool = True, stream=None) -> tqdm:
     """A progress bar over ``iterable`` (or updated by hand, ``total`` steps), as :class:`tqdm.tqdm`.
 
     Args:
-      iterable, total, desc, initial, unit: as tqdm's.
+      iterable, total, desc, initial, unit, unit_scale: as tqdm's.
       enabled: False gives a silent bar (the loop still runs through it).
       stream: where to write (default ``sys.stderr``); a terminal gets a bar, anything else log lines.
     """
@@ -67,7 +67,9 @@ def bar(iterable: Iterable | None = None, *, total: int | None = None, desc: str
     if not enabled:
         return tqdm(iterable, total=total, disable=True)
     if getattr(stream, "isatty", lambda: False)():
-        return tqdm(iterable, total=total, desc=desc, initial=initial, unit=unit, leave=False, file=stream)
-    return tqdm(iterable, total=total, desc=desc, initial=initial, unit=unit, leave=False, file=_Lines(stream),
+        return tqdm(iterable, total=total, desc=desc, initial=initial, unit=unit, unit_scale=unit_scale, leave=False,
+                    file=stream)
+    return tqdm(iterable, total=total, desc=desc, initial=initial, unit=unit, unit_scale=unit_scale, leave=False,
+                file=_Lines(stream),
                 mininterval=interval(), maxinterval=float("inf"), ascii=True, position=0,
                 bar_format="{desc}: {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]")

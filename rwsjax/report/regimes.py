@@ -1,6 +1,6 @@
 """RiFT Table 2: RiFT on top of several adversarial-training regimes, from finished runs.
 
-    python -m rwsjax.report.regimes runs/rift_cpu runs/rift_cpu_trades runs/rift_cpu_mart --out=regimes.md
+    rwsjax regimes runs/rift_cpu runs/rift_cpu_trades runs/rift_cpu_mart --out=regimes.md
 
 Reads each workdir's ``results.json`` (written by the RiFT report stage) and prints/writes one row per
 run: regime, α*, the fine-tuned module, clean / OOD / PGD adversarial test accuracy of θ_AT and θ_RiFT.
@@ -8,7 +8,6 @@ run: regime, α*, the fine-tuned module, clean / OOD / PGD adversarial test accu
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -27,20 +26,28 @@ def load(workdirs) -> list[dict]:
         path = os.path.join(w, "results.json")
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path} does not exist: run the RiFT pipeline in {w} to its report stage "
-                                    "first (python -m rwsjax.main --config=configs/rift.py:... --workdir=...)")
+                                    "first (rwsjax run --config=rift:PRESET --workdir=...)")
         result = read_json(path)
         config = os.path.join(w, "config.json")
-        if "regime" not in result and os.path.exists(config):  # results written before the regime was recorded
+        if "regime" not in result and os.path.exists(config):  # results.json without the regime field
             result["regime"] = regime_label(read_json(config).get("at", {}))
         out.append(result)
     return out
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("workdirs", nargs="+", help="RiFT workdirs, one per regime")
-    parser.add_argument("--out", help="also write the table (Markdown) here")
-    a = parser.parse_args(argv)
+def _define(fv) -> None:
+    from absl import flags
+    flags.DEFINE_string("out", None, "also write the table (Markdown) here", flag_values=fv)
+
+
+def main(argv=None, prog: str = "python -m rwsjax.report.regimes") -> int:
+    from rwsjax.cli import parse
+    parsed = parse(sys.argv[1:] if argv is None else argv, prog, __doc__.splitlines()[0], _define,
+                   positionals="WORKDIR [WORKDIR ...] ", nargs=(1, 1000))
+    if isinstance(parsed, int):
+        return parsed
+    fv, workdirs = parsed
+    a = type("Args", (), {"workdirs": workdirs, "out": fv.out})
     try:
         results = load(a.workdirs)
     except FileNotFoundError as e:

@@ -592,7 +592,7 @@ def load_signature(path: str | os.PathLike) -> Signature:
     """Read and validate a signature written by :func:`save_signature`.
 
     Checks: the file parses as safetensors; its tensors match the stored
-    SHA-256 (files written before checksums existed have none); it carries ``rwsjax_signature``
+    SHA-256 (a file without the checksum field has none to check); it carries ``rwsjax_signature``
     JSON metadata of a supported ``format_version``; every layer of
     ``meta["layers"]`` is present with the right dtype and shape (packed code
     length ``ceil(n·bits/8)``, scalar finite ``min``/``scale``, ``scale ≥ 0``)

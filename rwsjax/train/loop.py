@@ -101,6 +101,7 @@ def fit(
     validate: Callable[[dict], dict],
     select: str,
     writer=None,
+    learning_rate: Callable[[int], float] | None = None,
     in_flight: int = 1,
 ) -> tuple[dict, list[dict]]:
     """Train for ``epochs`` epochs, keep the variables of the best validation epoch.
@@ -114,6 +115,10 @@ def fit(
       train: training split (uint8 images ``[N,H,W,C]``, int32 labels ``[N]``).
       validate: ``variables -> {metric: value}`` on the validation split.
       select: the validation metric to maximize (e.g. ``"robust_accuracy"``).
+      writer: a :class:`rwsjax.report.metrics.MetricWriter` (or None): train loss and accuracy (%) per step,
+        validation accuracies (%) and ``learning_rate`` per epoch.
+      learning_rate: ``step -> learning rate`` (the optimizer's schedule, :func:`rwsjax.train.state.lr_schedule`)
+        for the log.
       in_flight: steps queued on the device before the oldest one's metrics are read back (``1``: the
         host slices and queues batch t+1 while step t runs; ``0``: wait for every step).  The loss check,
         progress bar and logs run that many steps late; checkpoints and results are unchanged.
@@ -158,6 +163,8 @@ def fit(
                 """Host side of the oldest queued step: read its metrics, check them, log them."""
                 done, metrics = pending.popleft()
                 metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                if "accuracy" in metrics:  # in %, as every accuracy rwsjax reports
+                    metrics["accuracy"] *= 100
                 if not np.isfinite(metrics["loss"]):
                     ckpt.close()
                     raise FloatingPointError(
@@ -167,10 +174,9 @@ def fit(
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + v
                 if writer is not None:
-                    for k, v in metrics.items():
-                        writer.add_scalar(f"{name}/train_{k}", v, done)
+                    writer.scalars(done, {f"{name}/train_{k}": v for k, v in metrics.items()})
                 bar.update(1)
-                bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{100 * metrics['accuracy']:.1f}", refresh=False)
+                bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.1f}", refresh=False)
 
             batches = train_batches(train, batch_size, seed=seed, epoch=epoch, start_step=offset, rows=rows)
             for images, labels in batches:
@@ -198,10 +204,11 @@ def fit(
             record = {"epoch": epoch + 1, **{f"train_{k}": v / n for k, v in sums.items()}}
             record.update({f"val_{k}": v for k, v in validate(state.variables).items()})
             meta["history"].append(record)
-            if writer is not None:
-                for k, v in record.items():
-                    if k.startswith("val_"):
-                        writer.add_scalar(f"{name}/{k}", v, step)
+            if writer is not None:  # accuracies in % (validate's already are); no counts
+                writer.scalars(step, {f"{name}/{k}": v for k, v in record.items()
+                                      if k.startswith("val_") and k.endswith(("accuracy", "loss"))})
+                if learning_rate is not None:
+                    writer.scalars(step, {f"{name}/learning_rate": float(learning_rate(step - 1))})
                 writer.flush()
             if meta["best_metric"] is None or record[f"val_{select}"] > meta["best_metric"]:
                 meta["best_metric"], meta["best_epoch"] = record[f"val_{select}"], epoch + 1

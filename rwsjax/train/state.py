@@ -48,7 +48,14 @@ def sgd(
     105 of 110 epochs).  Weight decay applies to all parameters, as in
     ``torch.optim.SGD(weight_decay=...)``.
     """
-    schedule = optax.piecewise_constant_schedule(
-        learning_rate, {int(e) * steps_per_epoch: decay_factor for e in decay_epochs})
+    schedule = lr_schedule(learning_rate, steps_per_epoch=steps_per_epoch, decay_epochs=decay_epochs,
+                           decay_factor=decay_factor)
     return optax.chain(optax.add_decayed_weights(weight_decay),
                        optax.sgd(schedule, momentum=momentum or None))
+
+
+def lr_schedule(learning_rate: float, *, steps_per_epoch: int, decay_epochs: Sequence[int] = (),
+                decay_factor: float = 0.1) -> optax.Schedule:
+    """`sgd`'s learning rate at each step: ``learning_rate`` × ``decay_factor`` per epoch of ``decay_epochs`` passed."""
+    return optax.piecewise_constant_schedule(
+        learning_rate, {int(e) * steps_per_epoch: decay_factor for e in decay_epochs})

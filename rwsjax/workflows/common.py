@@ -22,11 +22,14 @@ from rwsjax.weights.modules import call_order, kernels
 
 
 def summary_writer(config, workdir):
-    """TensorBoard writer in ``workdir/tensorboard`` (None when disabled, and on every process but 0)."""
-    if not config.log.tensorboard or not distributed.is_main():
+    """The run's :class:`~rwsjax.report.metrics.MetricWriter` (None when ``log.tensorboard`` and ``log.wandb``
+    are off, and on every process but 0)."""
+    wandb = bool(config.log.get("wandb", False))
+    if not (config.log.tensorboard or wandb) or not distributed.is_main():
         return None
-    from tensorboardX import SummaryWriter
-    return SummaryWriter(os.path.join(workdir, "tensorboard"))
+    from rwsjax.report.metrics import MetricWriter
+    return MetricWriter(workdir, config, tensorboard=config.log.tensorboard, wandb=wandb,
+                        wandb_project=config.log.get("wandb_project", "rwsjax"))
 
 
 def subset(split, size, seed):
@@ -58,12 +61,30 @@ def build_model(config, dataset: str):
 def describe(config, dataset: str) -> dict:
     """What a saved model is, stored with its variables (:func:`rwsjax.train.checkpoint.save_variables`):
     ``{"architecture", "width_multiplier", "num_classes", "mean", "std", "dataset", "config", "rwsjax_version"}``
-    — enough for :func:`rwsjax.load` and ``configs/evaluate.py`` to rebuild the model without flags."""
+    — enough for :func:`rwsjax.load` and the evaluate config to rebuild the model without flags."""
     import rwsjax
     mean, std = normalization(config, dataset)
     return {"architecture": config.model.name, "width_multiplier": float(config.model.width_multiplier),
             "num_classes": DATASETS[dataset].num_classes, "mean": list(mean), "std": list(std), "dataset": dataset,
             "config": json.loads(config.to_json()), "rwsjax_version": rwsjax.__version__}
+
+
+def prepare_missing(dataset: str, config) -> None:
+    """`rwsjax.data.prepare.ensure` of `dataset` with the run's ``data`` settings (process 0 prepares, all wait).
+
+    Raises:
+      DatasetNotFoundError: it is missing and cannot be prepared (one line: the archive, its URL, the flag).
+    """
+    from rwsjax.data.prepare import ensure
+    d = config.data
+    kwargs = dict(manual_dir=d.get("manual_dir"), download=d.get("download", True), flag="--config.data.manual_dir")
+    if jax.process_count() == 1:
+        ensure(dataset, d.data_dir, **kwargs)
+        return
+    from jax.experimental import multihost_utils
+    if jax.process_index() == 0:
+        ensure(dataset, d.data_dir, **kwargs)
+    multihost_utils.sync_global_devices(f"rwsjax prepared {dataset}")
 
 
 def init_variables(model, example, seed: int) -> dict:
@@ -88,21 +109,26 @@ def load_model(path: str, like: dict, model, *, partial: bool = False) -> dict:
       Host variables ``{"params", "batch_stats"}`` shaped like ``like``.
 
     Raises:
-      ValueError: no such file or directory, an unknown format, names/shapes that do not fit the model (listed
-        by name), or a file that normalizes with other constants than the model (the message gives the
-        ``--config.model.mean/std`` to use).
+      CheckpointError (a ValueError): no such file or directory, an unreadable file or unknown format, torch
+        missing for a ``.pt``/``.pth``, names/shapes that do not fit the model (listed by name), or a file that
+        normalizes with other constants than the model (the message gives the ``--config.model.mean/std``
+        to use).
     """
     if os.path.isdir(path):
         return checkpoint.load_variables(path, like=like)
     if not os.path.isfile(path):
-        raise ValueError(f"checkpoint {path!r} does not exist: give an rwsjax variables directory (e.g. "
-                         "runs/rift_cpu/at/final) or a PyTorch state_dict file (.pt, .pth, .safetensors)")
+        raise checkpoint.CheckpointError(
+            f"checkpoint {path!r} does not exist: give an rwsjax variables directory (e.g. runs/rift_cpu/at/final) "
+            "or a PyTorch state_dict file (.pt, .pth, .safetensors)")
     from rwsjax.models import pytorch_io
-    result = pytorch_io.load_pytorch_checkpoint(path, like, partial=partial)
+    try:
+        result = pytorch_io.load_pytorch_checkpoint(path, like, partial=partial)
+    except (ValueError, ImportError) as e:  # unreadable, torch missing for .pt, names/shapes that do not fit
+        raise checkpoint.CheckpointError(" ".join(str(e).split())) from e
     if result.mean is not None:
         have = (tuple(model.mean), tuple(model.std))
         if not np.allclose(have, (result.mean, result.std), atol=1e-6):
-            raise ValueError(
+            raise checkpoint.CheckpointError(
                 f"{path} normalizes its input inside the model with mean={result.mean}, std={result.std}, but the "
                 f"configured model uses mean={have[0]}, std={have[1]}: run with --config.model.mean="
                 f"{','.join(f'{m:g}' for m in result.mean)} --config.model.std={','.join(f'{v:g}' for v in result.std)}")
@@ -167,7 +193,7 @@ class Task:
 
     @functools.cached_property
     def writer(self):
-        """The run's TensorBoard writer (None when ``log.tensorboard`` is off and on processes other than 0)."""
+        """The run's metric writer (:func:`summary_writer`)."""
         return summary_writer(self.config, self.workdir)
 
     def close(self) -> None:
@@ -179,6 +205,7 @@ class Task:
     def splits(self) -> dict:
         c = self.config
         val, train, test = self.sizes
+        prepare_missing(self.dataset, c)
         splits = load_splits(self.dataset, data_dir=c.data.data_dir, val_size=val, train_size=train,
                              test_size=test, seed=c.seed, lazy=jax.process_count() > 1)  # per-host reading
         print(f"[data] {self.dataset}: train {len(splits['train'])}, val {len(splits['val'])}, test "

@@ -29,7 +29,7 @@ from rwsjax.rift.select import select_alpha
 from rwsjax.train import checkpoint, dispatch, sharding, steps
 from rwsjax import distributed
 from rwsjax.train.loop import Preempted, fit, stop_on_signal
-from rwsjax.train.state import TrainState, sgd
+from rwsjax.train.state import TrainState, lr_schedule, sgd
 from rwsjax.weights.patch import interpolate
 from rwsjax.workflows import ood
 from rwsjax.workflows import stages as stage_runner
@@ -61,7 +61,9 @@ def adversarial_training(s: Task, r) -> dict:
                         state=TrainState.create(s.init_variables, tx), train_step=train_step,
                         train=s.splits["train"], batch_size=c.at.batch_size, epochs=c.at.epochs, seed=c.seed,
                         mesh=s.mesh, validate=lambda v: s.evaluate(val_step, v, s.val_robust, "at val"),
-                        select="robust_accuracy", writer=s.writer)
+                        select="robust_accuracy", writer=s.writer,
+                        learning_rate=lr_schedule(c.at.learning_rate, steps_per_epoch=spe,
+                                                  decay_epochs=c.at.decay_epochs, decay_factor=c.at.decay_factor))
     write_json(os.path.join(s.workdir, "at", "history.json"), history)
     figures.training_curves(history, os.path.join(s.workdir, "at", "curves.png"), tables.regime_label(c.at.to_dict()))
     checkpoint.save_variables(path, best, info=s.info)
@@ -131,7 +133,9 @@ def finetune(s: Task, r) -> dict:
                         train_step=train_step, train=s.splits["train"], batch_size=c.ft.batch_size,
                         epochs=c.ft.epochs, seed=c.seed + 4, mesh=s.mesh,
                         validate=lambda v: s.evaluate(val_step, v, s.splits["val"], "ft val"),
-                        select="clean_accuracy", writer=s.writer)
+                        select="clean_accuracy", writer=s.writer,
+                        learning_rate=lr_schedule(c.ft.learning_rate, steps_per_epoch=spe,
+                                                  decay_epochs=c.ft.decay_epochs, decay_factor=c.ft.decay_factor))
     write_json(os.path.join(s.workdir, "ft", "history.json"), history)
     checkpoint.save_variables(os.path.join(s.workdir, "ft", "final"), best, info=s.info)
     return _variables("ft/final")(s)
@@ -153,7 +157,8 @@ def interpolation(s: Task, r) -> dict:
     reference = next((m for m in sweep if m["alpha"] == 0.0), None) or measure(0.0)
     i = select_alpha([m["alpha"] for m in sweep], [m["clean_accuracy"] for m in sweep],
                      [m["robust_accuracy"] for m in sweep],
-                     reference_adversarial=reference["robust_accuracy"], tolerance=c.interp.tolerance)
+                     reference_adversarial=reference["robust_accuracy"], tolerance=c.interp.tolerance,
+                     n=len(s.val_robust))
     out = {"sweep": sweep, "alpha_star": sweep[i]["alpha"], "reference": reference, "tolerance": c.interp.tolerance}
     write_json(os.path.join(s.workdir, "interpolation.json"), out)
     figures.alpha_curve(sweep, out["alpha_star"], os.path.join(s.workdir, "interpolation.png"))

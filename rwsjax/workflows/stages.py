@@ -49,7 +49,7 @@ RECORDS = "stages"
 LOCK = ".lock"
 # How a result is computed, or where its inputs live, not what it is: never a config change.
 NOT_RESULT_FIELDS = ("mrc.cache", "mrc.cache_gib", "mrc.threads", "attack.unroll", "eval.unroll", "data.data_dir",
-                     "corruptions.data_dir", "ood.data_dir", "log", "redo", "preset")
+                     "data.manual_dir", "data.download", "corruptions.data_dir", "ood.data_dir", "log", "redo", "preset")
 
 
 @dataclass(frozen=True)

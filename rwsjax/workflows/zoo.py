@@ -17,7 +17,7 @@ from rwsjax.data.sources import Split
 from rwsjax.report.writers import write_json
 from rwsjax.train import checkpoint, steps
 from rwsjax.train.loop import fit
-from rwsjax.train.state import TrainState, sgd
+from rwsjax.train.state import TrainState, lr_schedule, sgd
 
 
 def transplant(source: dict, target: dict) -> tuple[dict, list[str]]:
@@ -63,7 +63,9 @@ def train(name: str, *, task, init: dict, train_split: Split, val_split: Split, 
                         state=TrainState.create(init, tx), train_step=step, train=train_split,
                         batch_size=cfg.batch_size, epochs=cfg.epochs, seed=seed, mesh=mesh,
                         validate=lambda v: {"clean_accuracy": task.accuracy(v, val_split, f"{name} val")},
-                        select="clean_accuracy", writer=task.writer)
+                        select="clean_accuracy", writer=task.writer,
+                        learning_rate=lr_schedule(cfg.learning_rate, steps_per_epoch=spe,
+                                                  decay_epochs=cfg.decay_epochs, decay_factor=cfg.decay_factor))
     write_json(os.path.join(base, "history.json"), history)
     checkpoint.save_variables(final, best, info=task.info)
     return jax.device_get(checkpoint.load_variables(final, like=init))

@@ -1,10 +1,10 @@
 """RiFT: Robust Critical Fine-Tuning (Zhu et al., ICCV 2023) on CIFAR.
 
-    python -m rwsjax.main --config=configs/rift.py:paper --workdir=runs/rift   # accelerator
-    python -m rwsjax.main --config=configs/rift.py:cpu   --workdir=runs/cpu    # this 2-core CPU, < 40 min
-    python -m rwsjax.main --config=configs/rift.py:smoke --workdir=/tmp/smoke  # seconds (tests)
-    python -m rwsjax.main --config=configs/rift.py:tinyimagenet --workdir=runs/rift_tin       # Tiny-ImageNet
-    python -m rwsjax.main --config=configs/rift.py:tinyimagenet_cpu --workdir=runs/rift_tin_cpu  # its subset
+    rwsjax run --config=rift:paper --workdir=runs/rift   # accelerator
+    rwsjax run --config=rift:cpu   --workdir=runs/cpu    # this 2-core CPU, < 40 min
+    rwsjax run --config=rift:smoke --workdir=/tmp/smoke  # seconds (tests)
+    rwsjax run --config=rift:tinyimagenet --workdir=runs/rift_tin       # Tiny-ImageNet
+    rwsjax run --config=rift:tinyimagenet_cpu --workdir=runs/rift_tin_cpu  # its subset
 
 Any field can be overridden: ``--config.model.name=resnet34 --config.at.epochs=5``.
 
@@ -31,8 +31,8 @@ PRESETS = ("paper", "cpu", "smoke", "tinyimagenet", "tinyimagenet_cpu")
 
 def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r} for configs/rift.py; valid: {PRESETS} "
-                         "(use --config=configs/rift.py:cpu)")
+        raise ValueError(f"unknown preset {preset!r} for rift; valid: {PRESETS} "
+                         "(e.g. --config=rift:cpu)")
     c = ml_collections.ConfigDict()
     c.workflow = "rift"
     c.preset = preset
@@ -41,6 +41,10 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     c.data.name = "cifar10"
     c.data.data_dir = ml_collections.FieldReference(None, field_type=str)  # None: $TFDS_DATA_DIR or TFDS default
+    # A dataset missing from the data dir is prepared there first: from manual_dir (the downloaded archive,
+    # e.g. cifar-10-python.tar.gz) if given, else downloaded (download=False: stop with the URL instead).
+    c.data.manual_dir = ml_collections.FieldReference(None, field_type=str)
+    c.data.download = True
     c.data.val_size = 1000          # carved from train (stratified, seeded): every selection uses it
     c.data.train_size = ml_collections.FieldReference(None, field_type=int)  # None: the rest of train
     c.data.test_size = ml_collections.FieldReference(None, field_type=int)   # None: the full test split
@@ -141,7 +145,9 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     c.ood.summary = "mean_15"        # the OOD column: mean_15 (15 benchmark × 5) | mean_rift18 | mean_19
 
     c.log = ml_collections.ConfigDict()
-    c.log.tensorboard = True
+    c.log.tensorboard = True         # WORKDIR/tensorboard: losses, accuracies (%), learning rate, the config
+    c.log.wandb = False              # also Weights & Biases (pip install wandb)
+    c.log.wandb_project = "rwsjax"
 
     # Stages at, mrc, ft, interp, ood, report are skipped when done in the workdir; --config.redo=mrc recomputes
     # MRC and everything after it (comma-separate several).
@@ -196,6 +202,7 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
         c.eval.batch_size = 100
         c.mrc.num_examples = 64
         c.mrc.batch_size = 32
+        c.mrc.cache = False          # at this size compiling the cached programs costs more than it saves
         c.mrc.epochs = 2
         c.ft.epochs = 2
         c.ft.batch_size = 64

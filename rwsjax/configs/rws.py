@@ -1,9 +1,9 @@
 """Robust Weight Signatures (Cai, Zhang & Wang, ICML 2023) on CIFAR, with our CIFAR-10-C generator.
 
-    python -m rwsjax.main --config=configs/rws.py:cpu   --workdir=runs/rws_cpu    # this 2-core CPU, < 45 min
-    python -m rwsjax.main --config=configs/rws.py:paper --workdir=runs/rws_paper  # accelerator
-    python -m rwsjax.main --config=configs/rws.py:smoke --workdir=/tmp/rws_smoke  # tests
-    python -m rwsjax.main --config=configs/rws.py:tinyimagenet_cpu --workdir=runs/rws_tin_cpu  # Tiny-ImageNet subset
+    rwsjax run --config=rws:cpu   --workdir=runs/rws_cpu    # this 2-core CPU, < 45 min
+    rwsjax run --config=rws:paper --workdir=runs/rws_paper  # accelerator
+    rwsjax run --config=rws:smoke --workdir=/tmp/rws_smoke  # tests
+    rwsjax run --config=rws:tinyimagenet_cpu --workdir=runs/rws_tin_cpu  # Tiny-ImageNet subset
 
 Experiment (paper Sec. 3–5):
   * θ_pre: a shared starting point. The paper starts from ImageNet weights; offline we
@@ -40,8 +40,8 @@ def _finetune(epochs, decay_epochs, lr=0.01):
 
 def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r} for configs/rws.py; valid: {PRESETS} "
-                         "(use --config=configs/rws.py:cpu)")
+        raise ValueError(f"unknown preset {preset!r} for rws; valid: {PRESETS} "
+                         "(e.g. --config=rws:cpu)")
     c = ml_collections.ConfigDict()
     c.workflow = "rws"
     c.preset = preset
@@ -50,6 +50,10 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     c.data.name = "cifar10"          # dataset A: signatures are extracted here
     c.data.data_dir = ml_collections.FieldReference(None, field_type=str)
+    # A dataset missing from the data dir is prepared there first: from manual_dir (the downloaded archive,
+    # e.g. cifar-10-python.tar.gz) if given, else downloaded (download=False: stop with the URL instead).
+    c.data.manual_dir = ml_collections.FieldReference(None, field_type=str)
+    c.data.download = True
     c.data.val_size = 1000
     c.data.train_size = ml_collections.FieldReference(None, field_type=int)
     c.data.test_size = ml_collections.FieldReference(None, field_type=int)
@@ -105,7 +109,9 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     c.eval.batch_size = 500
 
     c.log = ml_collections.ConfigDict()
-    c.log.tensorboard = True
+    c.log.tensorboard = True         # WORKDIR/tensorboard: losses, accuracies (%), learning rate, the config
+    c.log.wandb = False              # also Weights & Biases (pip install wandb)
+    c.log.wandb_project = "rwsjax"
 
     # Stages (pre, one per zoo model, signatures, table, sweeps, transfer, analyses, report) are skipped when
     # done in the workdir; --config.redo=signatures recomputes the signatures and every stage after them.
