@@ -30,7 +30,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 PAGES = ["README.md", "docs/workflows.md", "docs/results.md", "docs/rws.md", "docs/pytorch_io.md",
@@ -59,7 +58,7 @@ CHECK = {
     "--config.init_checkpoint=PreActResNet18_AT.safetensors",
 }
 
-_BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+_BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
 _OFFLINE = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": ""}
 
 

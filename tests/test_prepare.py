@@ -22,10 +22,10 @@ import threading
 import time
 import types
 
+import cifar_archive
 import numpy as np
 import pytest
 
-import cifar_archive
 from rwsjax.data import cifar, prepare
 from rwsjax.data.sources import DatasetNotFoundError
 
@@ -35,7 +35,7 @@ pytestmark = pytest.mark.skipif(
     reason="needs the prepared CIFAR-10/100 (TFDS_DATA_DIR) for real images")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _archive(name: str, root: str) -> str:
     return cifar_archive.write(name, DATA_DIR, os.path.join(root, cifar.ARCHIVES[name].file_name),
                                train=500, test=200)
