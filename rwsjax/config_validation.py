@@ -63,6 +63,8 @@ def common(config) -> list[str]:
         if path and not os.path.exists(path):
             problems.append(f"config.{field}={path!r} does not exist: give an rwsjax variables directory "
                             "(WORKDIR/at/final) or a PyTorch state_dict file (.pt, .pth, .safetensors)")
+    from rwsjax.protocols import PROTOCOLS
+    choice(problems, config, "protocol", PROTOCOLS)
     if get(config, "log.wandb"):
         import importlib.util
         if importlib.util.find_spec("wandb") is None:
@@ -111,9 +113,12 @@ def resolve_defaults(config) -> None:
 
     ``at.beta`` None → the regime's paper β (TRADES 6, MART 6, SCORE 4; unused by PGD-AT);
     ``at.awp_gamma`` / ``at.awp_warmup`` None → the AWP paper's γ and warm-up epochs for the regime
-    (:data:`rwsjax.train.regimes.REGIMES`).  The resolved values are what stage records compare.
+    (:data:`rwsjax.train.regimes.REGIMES`); the fields of :mod:`rwsjax.protocols` None → the value of
+    ``config.protocol``.  The resolved values are what stage records compare.
     """
+    from rwsjax import protocols
     from rwsjax.train import regimes
+    protocols.resolve(config)
     at = config.get("at")
     if at is None or "regime" not in at:
         return

@@ -34,7 +34,7 @@ from conftest import ROOT
 
 PAGES = ["README.md", "docs/workflows.md", "docs/results.md", "docs/rws.md", "docs/pytorch_io.md",
          "docs/corruptions.md", "docs/tiny_imagenet.md", "docs/multi_host.md", "docs/benchmarks.md",
-         "docs/bad_inputs.md"]
+         "docs/protocols.md", "docs/mrc_reference.md", "docs/bad_inputs.md"]
 
 SKIP = {
     'pip install -e ".[test]"': "the installer (the test runs in the installed package)",
@@ -50,6 +50,7 @@ SKIP = {
 }
 
 CHECK = {
+    "rwsjax run --config=rift:cpu --workdir=runs/rift_official --config.protocol=official",  # tests/test_pipeline.py
     "rwsjax run --config=rift:paper --workdir=runs/rift_paper",
     "rwsjax run --config=rift:cpu --workdir=runs/rift_cpu_trades --config.at.regime=trades",
     "rwsjax run --config=rws:cpu --workdir=runs/rws_cpu",

@@ -96,14 +96,22 @@ def test_smoke_pipeline_end_to_end_with_resume(tmp_path):
     assert p.returncode == 2 and p.stderr.strip().splitlines() == [
         f"error: stage 'mrc' in {workdir} is done with a different config (mrc.eps: 0.1 → 0.2). Recompute it and "
         "the stages after it with --config.redo=mrc, or use a new --workdir."], p.stderr[-2000:]
-    p = subprocess.run(cmd + ["--config.mrc.eps=0.2", "--config.redo=mrc"], capture_output=True, text=True, cwd=ROOT,
-                       timeout=600)
+    # The redo runs the official RiFT protocol (rwsjax.protocols): MRC examples from the test split, crafting
+    # step 2/225, projection per epoch, the last smaller batch an ascent step, no floor; the report says so.
+    p = subprocess.run(cmd + ["--config.mrc.eps=0.2", "--config.protocol=official", "--config.redo=mrc"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
     assert "[rift] at: done (computed in" in p.stdout
     for stage in ("mrc", "ft", "interp", "ood", "report"):
         assert f"[rift] {stage}: computed in" in p.stdout, stage
     redone = json.loads((workdir / "results.json").read_text())
-    assert json.loads((workdir / "mrc.json").read_text())["eps"] == 0.2
+    mrc = json.loads((workdir / "mrc.json").read_text())
+    assert mrc["eps"] == 0.2 and mrc["split"] == "test" and mrc["examples"] == 64
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["mrc"]["project_every"] == "epoch" and config["mrc"]["attack_step_size"] == pytest.approx(2 / 225)
+    assert config["mrc"]["batch_size"] == 32  # set by the smoke preset: an explicit field wins over the protocol
+    assert "**Module selection used the test split**" in (workdir / "report.md").read_text()
+    assert redone["protocol"] == "official" and redone["mrc_split"] == "test"
     assert redone["at"] == results["at"] and redone["timings_s"]["at"] == results["timings_s"]["at"]
 
     # The evaluate workflow on the saved θ_AT reproduces the report's clean/adversarial test numbers. The model

@@ -37,6 +37,9 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     c.workflow = "rift"
     c.preset = preset
     c.seed = 0
+    # rwsjax | official: the value of every field below left at None where rwsjax's protocol and the official
+    # code's differ (rwsjax.protocols; docs/protocols.md); a field set explicitly wins either way.
+    c.protocol = "rwsjax"
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "cifar10"
@@ -111,9 +114,15 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     c.mrc.eps = 0.1
     c.mrc.learning_rate = 1.0
     c.mrc.epochs = 10
-    c.mrc.batch_size = 128
-    c.mrc.num_examples = ml_collections.FieldReference(None, field_type=int)  # None: the whole train split
-    c.mrc.project_every = "step"     # "epoch" reproduces the official code
+    # None below: by protocol (rwsjax | official): examples from train | test, crafting step 2/255 | 2/225,
+    # batch 128 | 512, the last smaller batch dropped | an ascent step, projection per step | epoch, MRC ≥ 0 | not.
+    c.mrc.split = ml_collections.FieldReference(None, field_type=str)
+    c.mrc.attack_step_size = ml_collections.FieldReference(None, field_type=float)
+    c.mrc.batch_size = ml_collections.FieldReference(None, field_type=int)
+    c.mrc.drop_remainder = ml_collections.FieldReference(None, field_type=bool)
+    c.mrc.project_every = ml_collections.FieldReference(None, field_type=str)
+    c.mrc.floor = ml_collections.FieldReference(None, field_type=bool)
+    c.mrc.num_examples = ml_collections.FieldReference(None, field_type=int)  # None: the whole split
     c.mrc.cache = True               # start each ascent step from the module's cached inputs (exact; ~1.3× on CPU)
     c.mrc.cache_gib = 8.0            # per-module cache budget; a larger one runs from the images
     c.mrc.threads = 2                # modules in flight per device (overlaps compiles and small kernels)

@@ -69,6 +69,10 @@ class MRC:
       batch_size: ascent batch; ``N`` must be ≥ it (remainder examples are used for
         the loss but not for ascent steps).
       project_every: ``"step"`` (after every ascent step) or ``"epoch"`` (official code).
+      drop_remainder: ascent steps on full batches only (the remainder examples still count in the loss),
+        or, False (official code), one more step on the last, smaller batch of each epoch.
+      floor: the maximum includes Δ = 0, so MRC ≥ 0 (Definition 3.1), or, False (official code), the largest
+        loss after any epoch minus L(θ_AT), which is negative when no epoch raised the loss.
       devices: devices that share the modules (default ``jax.devices()``, all
         processes); each holds its own copy of θ_AT and X_adv.
       cache: start every step from the cached inputs of the module and its
@@ -85,10 +89,10 @@ class MRC:
     def __init__(self, model: nn.Module, variables: PyTree, x_adv: np.ndarray, labels: np.ndarray, *,
                  eps: float = 0.1, lr: float = 1.0, epochs: int = 10, batch_size: int = 128,
                  project_every: str = "step", seed: int = 0, devices=None, cache: bool = True,
-                 cache_gib: float = 8.0, threads: int = 1):
+                 cache_gib: float = 8.0, threads: int = 1, drop_remainder: bool = True, floor: bool = True):
         if project_every not in PROJECT_EVERY:
             raise ValueError(f"unknown mrc.project_every {project_every!r}; valid: {PROJECT_EVERY}")
-        if len(x_adv) < batch_size:
+        if len(x_adv) < batch_size and drop_remainder:
             raise ValueError(f"MRC needs at least one batch: {len(x_adv)} examples < batch_size "
                              f"{batch_size}; raise mrc.num_examples or lower mrc.batch_size")
         self.model = model
@@ -98,9 +102,17 @@ class MRC:
         n = len(x_adv)
         self.n = n
         rng = np.random.default_rng(seed)
-        # Ascent batches per epoch (deterministic order) as indices into X_adv: [epochs, steps, B].
-        self._orders = np.stack([rng.permutation(n)[: (n // batch_size) * batch_size].reshape(-1, batch_size)
-                                 for _ in range(epochs)]).astype(np.int32)
+        # Ascent batches per epoch (deterministic order) as index arrays into X_adv: epochs × steps × [B]
+        # (the last one smaller without drop_remainder).
+        full = (n // batch_size) * batch_size
+        self._orders = []
+        for _ in range(epochs):
+            order = rng.permutation(n).astype(np.int32)
+            steps = list(order[:full].reshape(-1, batch_size))
+            if not drop_remainder and full < n:
+                steps.append(order[full:])
+            self._orders.append(steps)
+        self.floor = floor
         pad = (-n) % batch_size
         self._eval_idx = np.concatenate([np.arange(n), np.full(pad, n - 1)]).reshape(-1, batch_size).astype(np.int32)
         self._eval_mask = np.concatenate([np.ones(n, bool), np.zeros(pad, bool)]).reshape(-1, batch_size)
@@ -252,7 +264,8 @@ class MRC:
         loss0, acc0 = baseline
         _, history = self.ascend(path, device)
         worst = max(history, key=lambda h: h["loss"])
-        loss_max, acc_max = (worst["loss"], worst["accuracy"]) if worst["loss"] > loss0 else (loss0, acc0)
+        loss_max, acc_max = (worst["loss"], worst["accuracy"]) if worst["loss"] > loss0 or not self.floor else (
+            loss0, acc0)
         shape = list(np.shape(get_leaf(self.variables["params"], tuple(path))))
         print(f"[mrc] {name:28s} MRC={loss_max - loss0:.4f}  robust acc {acc0:.1f}% -> {acc_max:.1f}%  "
               f"({device})", flush=True)

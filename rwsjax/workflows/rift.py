@@ -74,8 +74,9 @@ def module_criticality(s: Task, r) -> list[dict]:
     """Stage 2: PGD-10 examples fixed from θ_AT, MRC of every kernel → ``mrc.json``; finished rows are kept
     in ``mrc_partial`` so a preempted pass resumes."""
     c, at_variables = s.config, r["at"]
-    source = subset(s.splits["train"], c.mrc.num_examples, c.seed + 2)
-    craft = steps.make_adversarial_examples(s.model, s.mesh, attack=s.eval_attack)
+    source = subset(s.splits[c.mrc.split], c.mrc.num_examples, c.seed + 2)
+    craft = steps.make_adversarial_examples(s.model, s.mesh, attack={**s.eval_attack,
+                                                                     "step_size": c.mrc.attack_step_size})
     replicated = sharding.replicate(at_variables, s.mesh)
     rows = sharding.local_rows(s.mesh, c.eval.batch_size)
     batches = eval_batches(source, c.eval.batch_size, rows)
@@ -90,7 +91,8 @@ def module_criticality(s: Task, r) -> list[dict]:
     # the whole batch, on every process; the padding of the last batch dropped
     x_adv = np.concatenate([np.asarray(x) for x in dispatch.fetch_lagged(crafted())])[: len(source)]
     mrc = MRC(s.model, at_variables, x_adv, source.labels, eps=c.mrc.eps, lr=c.mrc.learning_rate,
-              epochs=c.mrc.epochs, batch_size=c.mrc.batch_size, project_every=c.mrc.project_every, seed=c.seed,
+              epochs=c.mrc.epochs, batch_size=c.mrc.batch_size, project_every=c.mrc.project_every,
+              drop_remainder=c.mrc.drop_remainder, floor=c.mrc.floor, seed=c.seed,
               devices=list(s.mesh.devices.flat), cache=c.mrc.cache, cache_gib=c.mrc.cache_gib,
               threads=c.mrc.threads)
     # Each finished row is saved at once (by the process that computed it), so a preempted MRC pass resumes.
@@ -108,7 +110,8 @@ def module_criticality(s: Task, r) -> list[dict]:
             raise Preempted(f"[mrc] {flag.requested or 'a stop signal'} received: {len(rows)} of {len(s.kernels)} "
                             f"modules done and saved in {partial}; run the same command again to continue",
                             flag.requested)
-    write_json(os.path.join(s.workdir, "mrc.json"), {"eps": c.mrc.eps, "examples": len(source), "modules": rows})
+    write_json(os.path.join(s.workdir, "mrc.json"), {"eps": c.mrc.eps, "examples": len(source),
+                                                     "split": c.mrc.split, "modules": rows})
     write_text(os.path.join(s.workdir, "mrc.md"), tables.mrc_table(rows))
     figures.mrc_bar_chart(rows, os.path.join(s.workdir, "mrc.png"),
                           f"MRC of {c.model.name} ({c.data.name}), ε={c.mrc.eps}")
@@ -196,7 +199,8 @@ def report(s: Task, r) -> dict:
     timings = {k: v for k, v in r.seconds.items()}
     results = {
         "dataset": c.data.name, "model": c.model.name, "width_multiplier": c.model.width_multiplier,
-        "preset": c.preset, "devices": [str(d) for d in jax.devices()],
+        "preset": c.preset, "protocol": c.get("protocol", "rwsjax"), "mrc_split": c.mrc.split,
+        "devices": [str(d) for d in jax.devices()],
         "regime": (f"imported ({os.path.basename(c.init_checkpoint)})" if c.get("init_checkpoint")
                    else tables.regime_label(c.at.to_dict())), "at_config": c.at.to_dict(),
         "splits": {k: len(v) for k, v in s.splits.items()},
@@ -219,6 +223,9 @@ def report(s: Task, r) -> dict:
              f"each, on {at['autoattack']['n']} test images." if c.eval.autoattack else "")
           + (f" θ_AT = {c.init_checkpoint}." if c.get("init_checkpoint")
              else f" θ_AT trained by {results['regime']}."), "",
+          *([f"**Module selection used the test split**: MRC's adversarial examples were crafted from the "
+             f"{len(s.splits['test'])} test images reported here (`mrc.split=test`, protocol "
+             f"`{results['protocol']}`, as the official code does).", ""] if c.mrc.split == "test" else []),
           tables.rift_table(results), "",
           f"Fine-tuned module(s): {', '.join(modules)} (strategy `{c.ft.modules}`); α* = {interp['alpha_star']:.1f}.",
           "", "## α sweep (validation)", "", tables.alpha_table(interp["sweep"], interp["alpha_star"]),
@@ -274,6 +281,7 @@ def validate(config) -> list[str]:
     choice(p, config, "ft.bn_mode", BN_MODES)
     choice(p, config, "ft.modules", STRATEGIES)
     choice(p, config, "mrc.project_every", PROJECT_EVERY)
+    choice(p, config, "mrc.split", ("train", "test"))
     for field in ("mrc.eps", "mrc.threads", "mrc.cache_gib", "mrc.epochs", "mrc.learning_rate", "ft.epochs",
                   "ft.learning_rate"):
         at_least(p, config, field, 1 if field == "mrc.threads" else 0)
