@@ -28,18 +28,6 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 
-# The files that take minutes run first, so that with one xdist worker per core (``--dist loadfile`` hands out
-# whole files in collection order) the short ones fill the gaps at the end instead of one long file running
-# alone while the other workers idle.
-_LONG_FIRST = ("test_docs.py", "test_multiprocess.py", "test_reliability.py", "test_pipeline.py",
-               "test_sharding.py", "test_mrc_reference.py", "test_rws_pipeline.py", "test_apgd.py", "test_awp.py")
-
-
-def pytest_collection_modifyitems(session, config, items):
-    rank = {name: i for i, name in enumerate(_LONG_FIRST)}
-    items.sort(key=lambda item: rank.get(os.path.basename(str(item.path)), len(rank)))  # stable: file order kept
-
-
 def pytest_unconfigure(config):
     if _OWN_CACHE and not hasattr(config, "workerinput"):
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)

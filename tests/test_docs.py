@@ -54,7 +54,6 @@ CHECK = {
     "rwsjax run --config=rift:paper --workdir=runs/rift_paper",
     "rwsjax run --config=rift:cpu --workdir=runs/rift_cpu_trades --config.at.regime=trades",
     "rwsjax run --config=rws:cpu --workdir=runs/rws_cpu",
-    "rwsjax run --config=rws:paper --workdir=runs/rws_paper",
     "rwsjax run --config=rift --workdir=runs/rift_bot --config.model.name=preact_resnet18 "
     "--config.init_checkpoint=PreActResNet18_AT.safetensors",
 }

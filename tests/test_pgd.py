@@ -81,11 +81,14 @@ def test_restarts_are_worst_case(trained_tiny_resnet, cifar_test_batch):
     fn = eval_logits_fn(model, variables)
     kw = dict(eps=EPS, step_size=2 / 255, steps=2)
     key = jax.random.PRNGKey(7)
-    clean, robust3 = pgd_lib.robust_correct(fn, x, y, key, restarts=3, **kw)
-    for k in jax.random.split(key, 3):  # the keys robust_correct uses for its 3 restarts
+    clean, robust3, runs = pgd_lib.robust_correct(fn, x, y, key, restarts=3, per_run=True, **kw)
+    chex.assert_shape(runs, (3, x.shape[0]))
+    for i, k in enumerate(jax.random.split(key, 3)):  # the keys robust_correct uses for its 3 restarts
         robust1 = jnp.argmax(fn(pgd_lib.pgd(fn, x, y, k, **kw)), -1) == y
         assert not bool(jnp.any(robust3 & ~robust1))
-    assert not bool(jnp.any(robust3 & ~clean))
+        np.testing.assert_array_equal(runs[i], robust1)
+    np.testing.assert_array_equal(robust3, clean & jnp.all(runs, axis=0))  # per example: robust to every run
+    assert int(robust3.sum()) <= min(int(r.sum()) for r in runs)  # ≤ the worst whole run
 
 
 def test_unknown_norm():

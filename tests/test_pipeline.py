@@ -63,6 +63,9 @@ def test_smoke_pipeline_end_to_end_with_resume(tmp_path):
         m = results[model]
         assert 0 <= m["robust_accuracy"] <= m["clean_accuracy"] <= 100
         assert m["n"] == 100
+        # the worst of the 2 whole PGD runs (the paper's way) is ≥ the per-example worst case
+        runs = [m["robust_run0_accuracy"], m["robust_run1_accuracy"]]
+        assert m["robust_worst_run_accuracy"] == min(runs) >= m["robust_accuracy"]
         # The smoke preset corrupts with 4 of the 15 benchmark corruptions: the 15-mean is "not computed".
         assert m["ood_accuracy"] is None
     ood = json.loads((workdir / "ood.json").read_text())
@@ -89,6 +92,7 @@ def test_smoke_pipeline_end_to_end_with_resume(tmp_path):
     for name in ("config.json", "report.md", "mrc.md", "mrc.png", "interpolation.png", "interpolation.json"):
         assert (workdir / name).exists(), name
     assert "| AT + RiFT" in (workdir / "report.md").read_text()
+    assert "worst of the 2 whole PGD runs" in (workdir / "report.md").read_text()
 
     # A changed MRC field is refused in one line; with --config.redo=mrc, MRC and every later stage are
     # recomputed from the recorded θ_AT, which is not retrained.

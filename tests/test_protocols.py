@@ -7,8 +7,8 @@ import os
 import jax
 import numpy as np
 import pytest
-
 from conftest import ROOT
+
 from rwsjax import protocols
 from rwsjax.config_validation import resolve_defaults
 from rwsjax.configs import rift
@@ -32,8 +32,8 @@ def test_fields_resolve_to_the_protocol_and_explicit_values_win():
 
 
 def test_unknown_protocol_is_a_config_error():
-    from rwsjax.workflows import validate
     from rwsjax.config_validation import ConfigError
+    from rwsjax.workflows import validate
     c = rift.get_config("smoke")
     c.protocol = "paper"
     with pytest.raises(ConfigError, match=r"config.protocol='paper' is not one of \['official', 'rwsjax'\]"):

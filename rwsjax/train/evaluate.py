@@ -26,7 +26,8 @@ def evaluate(eval_step: Callable, variables: dict, split: Split, *, batch_size: 
       ``{"clean_accuracy": %, "robust_accuracy": %, "loss": mean clean CE, "n": examples}``
       with accuracies in percent; no ``robust_accuracy`` for a clean-only step.  Every other count the
       step returns (e.g. ``apgd_ce`` of :func:`~rwsjax.train.steps.make_autoattack_step`) becomes
-      ``"<name>_accuracy"`` likewise.
+      ``"<name>_accuracy"`` likewise; with several PGD restarts ``"robust_run{i}_accuracy"`` per run and
+      ``"robust_worst_run_accuracy"``, the lowest of them (≥ ``robust_accuracy``, the per-example worst case).
 
     Raises:
       ValueError: an empty split, or ``in_flight < 0``.
@@ -53,5 +54,8 @@ def evaluate(eval_step: Callable, variables: dict, split: Split, *, batch_size: 
             totals[k] = totals.get(k, 0) + v.item()
     n = len(split)
     result = {f"{k}_accuracy": 100.0 * v / n for k, v in totals.items() if k != "loss"}
+    runs = [v for k, v in result.items() if k.startswith("robust_run")]
+    if runs:  # the worst of the whole PGD runs (RiFT's paper), next to the per-example worst case
+        result["robust_worst_run_accuracy"] = min(runs)
     result.update(loss=totals["loss"] / n, n=n)
     return result

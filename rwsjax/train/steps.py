@@ -179,7 +179,8 @@ def make_eval_step(model: nn.Module, mesh, *, attack: dict | None = None, restar
       ``evaluate(variables, images_u8 [B,H,W,C], labels [B], mask [B] bool, key)
       -> {"clean": int, "robust": int, "loss": float}`` — counts of correct
       masked examples (robust = correct under every one of ``restarts`` PGD
-      runs; no ``robust`` entry when ``attack`` is None) and the summed clean loss.
+      runs; no ``robust`` entry when ``attack`` is None) and the summed clean loss;
+      with several restarts also ``"robust_run{i}"``: correct under run i alone.
     """
 
     def evaluate(variables, images_u8, labels, mask, key):
@@ -190,8 +191,10 @@ def make_eval_step(model: nn.Module, mesh, *, attack: dict | None = None, restar
         loss = jnp.sum(jnp.where(mask, pgd_lib.cross_entropy(logits, labels), 0.0))
         out = {"clean": jnp.sum(clean & mask), "loss": loss}
         if attack is not None:
-            _, robust = pgd_lib.robust_correct(fn, x, labels, key, restarts=restarts, **attack)
+            _, robust, runs = pgd_lib.robust_correct(fn, x, labels, key, restarts=restarts, per_run=True, **attack)
             out["robust"] = jnp.sum(robust & mask)
+            if restarts > 1:
+                out.update({f"robust_run{i}": jnp.sum(r & mask) for i, r in enumerate(runs)})
         return out
 
     rep, data = sharding.replicated(mesh), sharding.batch_sharded(mesh)

@@ -228,6 +228,9 @@ def report(s: Task, r) -> dict:
              f"`{results['protocol']}`, as the official code does).", ""] if c.mrc.split == "test" else []),
           tables.rift_table(results), "",
           f"Fine-tuned module(s): {', '.join(modules)} (strategy `{c.ft.modules}`); α* = {interp['alpha_star']:.1f}.",
+          *([f"Adversarial accuracy as the worst of the {c.eval.restarts} whole PGD runs (RiFT's paper; the table "
+             f"gives the per-example worst case, which is ≤ it): θ_AT {at['robust_worst_run_accuracy']:.2f}%, "
+             f"θ_RiFT {rift['robust_worst_run_accuracy']:.2f}%."] if "robust_worst_run_accuracy" in at else []),
           "", "## α sweep (validation)", "", tables.alpha_table(interp["sweep"], interp["alpha_star"]),
           "", "## Module robust criticality", "", tables.mrc_table(rows), "",
           *(["## OOD accuracy per corruption (mean over severities, test)", "",
