@@ -51,7 +51,7 @@ def parse(argv: Sequence[str], prog: str, summary: str, define: Callable[[flags.
     fv = flags.FlagValues()
     define(fv)
     argv = list(argv)
-    if any(a in ("--help", "-h", "--helpfull", "help") for a in argv[:1] + [a for a in argv if a.startswith("-")]):
+    if argv[:1] == ["help"] or any(a in ("--help", "-h", "--helpfull") for a in argv):
         print(f"usage: {prog} {positionals}[flags]\n\n{summary}\n\nflags:")
         for flag in sorted({f for fl in fv.flags_by_module_dict().values() for f in fl}, key=lambda f: f.name):
             kind = "[no]" if isinstance(flag, flags.BooleanFlag) else ""

@@ -141,7 +141,7 @@ def _unknown_override(config, overrides: list[str]) -> str | None:
                 names = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
                 close = difflib.get_close_matches(part, names, n=1)
                 hint = f"did you mean {walked}.{close[0]}? " if close else ""
-                where = f"the {config.get('workflow', '')} config".replace("the  config", "the config")
+                where = f"the {config.workflow} config" if config.get("workflow") else "the config"
                 return (f"{override}: {where} has no {walked}.{part} ({hint}{walked} has: {', '.join(names)}); "
                         "remove the override or use a config that has it (rwsjax run --help lists them)")
             node, walked = node[part], f"{walked}.{part}"

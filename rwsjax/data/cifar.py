@@ -79,6 +79,8 @@ class Archive:
       meta: member holding the class names.
       label_keys: ``(TFDS feature, pickle key)`` for each label, TFDS order.
       names_keys: pickle key in `meta` of each label's class names.
+      classes: ``(TFDS feature, class count)`` in the stock builder's feature order.
+      description: the stock builder's description.
     """
 
     name: str
@@ -91,6 +93,8 @@ class Archive:
     meta: str
     label_keys: tuple[tuple[str, bytes], ...]
     names_keys: tuple[bytes, ...]
+    classes: tuple[tuple[str, int], ...]
+    description: str
 
     @property
     def file_name(self) -> str:
@@ -102,14 +106,20 @@ ARCHIVES: dict[str, Archive] = {
         name="cifar10", url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
         md5="c58f30108f718f92721af3b95e74349a", size_mb=163, root="cifar-10-batches-py",
         train=tuple(f"data_batch_{i}" for i in range(1, 6)), test=("test_batch",), meta="batches.meta",
-        label_keys=(("label", b"labels"),), names_keys=(b"label_names",),
+        label_keys=(("label", b"labels"),), names_keys=(b"label_names",), classes=(("label", 10),),
+        description=("The CIFAR-10 dataset consists of 60000 32x32 colour images in 10 classes, with 6000 images "
+                     "per class. There are 50000 training images and 10000 test images."),
     ),
     "cifar100": Archive(
         name="cifar100", url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
         md5="eb9058c3a382ffc7106e4002c42a8d85", size_mb=161, root="cifar-100-python",
         train=("train",), test=("test",), meta="meta",
         label_keys=(("coarse_label", b"coarse_labels"), ("label", b"fine_labels")),
-        names_keys=(b"coarse_label_names", b"fine_label_names"),
+        names_keys=(b"coarse_label_names", b"fine_label_names"), classes=(("label", 100), ("coarse_label", 20)),
+        description=("This dataset is just like the CIFAR-10, except it has 100 classes containing 600 images each. "
+                     "There are 500 training images and 100 testing images per class. The 100 classes in the "
+                     'CIFAR-100 are grouped into 20 superclasses. Each image comes with a "fine" label (the class '
+                     'to which it belongs) and a "coarse" label (the superclass to which it belongs).'),
     ),
 }
 
@@ -271,6 +281,18 @@ class _CifarBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             self._names = _label_names(r)
         super().__init__(**kwargs)
 
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=self._archive.description,
+            features=tfds.features.FeaturesDict({
+                "id": tfds.features.Text(),
+                "image": tfds.features.Image(shape=IMAGE_SHAPE),
+                **{f: tfds.features.ClassLabel(num_classes=n) for f, n in self._archive.classes},
+            }),
+            supervised_keys=("image", "label"), homepage=HOMEPAGE, citation=_CITATION,
+        )
+
     def _split_generators(self, dl_manager):
         for (feature, _), names in zip(self._archive.label_keys, self._names):
             self.info.features[feature].names = names
@@ -300,42 +322,12 @@ class Cifar10(_CifarBuilder, skip_registration=True):
     name = "cifar10"
     _archive = ARCHIVES["cifar10"]
 
-    def _info(self):
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=("The CIFAR-10 dataset consists of 60000 32x32 colour images in 10 classes, with 6000 "
-                         "images per class. There are 50000 training images and 10000 test images."),
-            features=tfds.features.FeaturesDict({
-                "id": tfds.features.Text(),
-                "image": tfds.features.Image(shape=IMAGE_SHAPE),
-                "label": tfds.features.ClassLabel(num_classes=10),
-            }),
-            supervised_keys=("image", "label"), homepage=HOMEPAGE, citation=_CITATION,
-        )
-
 
 class Cifar100(_CifarBuilder, skip_registration=True):
     """``cifar100`` 3.0.2 (stock TFDS features, splits, keys and description)."""
 
     name = "cifar100"
     _archive = ARCHIVES["cifar100"]
-
-    def _info(self):
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=("This dataset is just like the CIFAR-10, except it has 100 classes containing 600 "
-                         "images each. There are 500 training images and 100 testing images per class. The 100 "
-                         "classes in the CIFAR-100 are grouped into 20 superclasses. Each image comes with a "
-                         '"fine" label (the class to which it belongs) and a "coarse" label (the superclass to '
-                         "which it belongs)."),
-            features=tfds.features.FeaturesDict({
-                "id": tfds.features.Text(),
-                "image": tfds.features.Image(shape=IMAGE_SHAPE),
-                "label": tfds.features.ClassLabel(num_classes=100),
-                "coarse_label": tfds.features.ClassLabel(num_classes=20),
-            }),
-            supervised_keys=("image", "label"), homepage=HOMEPAGE, citation=_CITATION,
-        )
 
 
 BUILDERS = {"cifar10": Cifar10, "cifar100": Cifar100}
@@ -389,8 +381,9 @@ def download(name: str, directory: str | os.PathLike, *, url: str | None = None,
             raise DownloadError(f"{url} gave a file whose MD5 is {digest.hexdigest()}, not {md5}")
         os.replace(part, path)
     except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", None) or e
-        raise DownloadError(f"cannot download {url} ({reason})") from e
+        if isinstance(e, DownloadError):
+            raise
+        raise DownloadError(f"cannot download {url} ({getattr(e, 'reason', None) or e})") from e
     finally:
         if os.path.exists(part):
             os.remove(part)

@@ -57,30 +57,29 @@ def main(argv: list[str] | None = None, prog: str = "python -m rwsjax.models.exp
     if isinstance(parsed, int):
         return parsed
     fv, (checkpoint_dir, out) = parsed
-    a = type("Args", (), {"checkpoint": checkpoint_dir, "out": out, "normalization": fv.normalization})
     from rwsjax.models import pytorch_io
     from rwsjax.train import checkpoint
     try:
-        variables = checkpoint.load_variables(a.checkpoint)
+        variables = checkpoint.load_variables(checkpoint_dir)
     except Exception as e:  # noqa: BLE001 — CheckpointError and Orbax's own errors: one line for the user
         print(f"error: {e}", file=sys.stderr)
         return 1
-    info = checkpoint.read_info(a.checkpoint)  # what the directory records; older ones: the run's config.json
-    config = info["config"] if info else run_config(a.checkpoint)
+    info = checkpoint.read_info(checkpoint_dir)  # what the directory records; older ones: the run's config.json
+    config = info["config"] if info else run_config(checkpoint_dir)
     norm = (tuple(info["mean"]), tuple(info["std"])) if info else normalization(config)
-    if a.normalization and norm is None:
-        print(f"error: --normalization needs the normalization: {a.checkpoint} records none and has no run "
+    if fv.normalization and norm is None:
+        print(f"error: --normalization needs the normalization: {checkpoint_dir} records none and has no run "
               "config.json above it", file=sys.stderr)
         return 1
-    mean, std = norm if a.normalization else (None, None)
+    mean, std = norm if fv.normalization else (None, None)
     try:
-        pytorch_io.save_state_dict(pytorch_io.export_state_dict(variables, mean=mean, std=std), a.out)
+        pytorch_io.save_state_dict(pytorch_io.export_state_dict(variables, mean=mean, std=std), out)
     except (ImportError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     what = (f"{config['model']['name']} ×{config['model']['width_multiplier']} on {config['data']['name']}"
             if config else "model")
-    print(f"wrote {a.out}: {what}" + (f"; inputs in [0, 1], normalized with mean={norm[0]}, std={norm[1]}"
+    print(f"wrote {out}: {what}" + (f"; inputs in [0, 1], normalized with mean={norm[0]}, std={norm[1]}"
                                        if norm else ""))
     return 0
 

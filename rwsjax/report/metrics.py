@@ -73,12 +73,14 @@ class MetricWriter:
         for tag, value in values.items() if self._tb is not None else ():
             self._tb.add_scalar(tag, float(value), int(step))
         if self._wandb is not None:
-            for prefix in {tag.split("/", 1)[0] for tag in values} - self._prefixes:
-                self._wandb.define_metric(f"{prefix}/*", step_metric=f"{prefix}/step")
-                self._prefixes.add(prefix)
-            for prefix in {tag.split("/", 1)[0] for tag in values}:
-                self._wandb.log({**{t: float(v) for t, v in values.items() if t.startswith(prefix + "/")},
-                                 f"{prefix}/step": int(step)})
+            by_stage: dict[str, dict] = {}
+            for tag, value in values.items():
+                by_stage.setdefault(tag.split("/", 1)[0], {})[tag] = float(value)
+            for prefix, logged in by_stage.items():
+                if prefix not in self._prefixes:
+                    self._wandb.define_metric(f"{prefix}/*", step_metric=f"{prefix}/step")
+                    self._prefixes.add(prefix)
+                self._wandb.log({**logged, f"{prefix}/step": int(step)})
 
     def flush(self) -> None:
         if self._tb is not None:

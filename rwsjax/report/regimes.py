@@ -47,16 +47,15 @@ def main(argv=None, prog: str = "python -m rwsjax.report.regimes") -> int:
     if isinstance(parsed, int):
         return parsed
     fv, workdirs = parsed
-    a = type("Args", (), {"workdirs": workdirs, "out": fv.out})
     try:
-        results = load(a.workdirs)
+        results = load(workdirs)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     table = regimes_table(results)
     print(table)
-    if a.out:
-        write_text(a.out, table)
+    if fv.out:
+        write_text(fv.out, table)
     return 0
 
 
