@@ -1,5 +1,5 @@
 """Throughput of the hot training paths: clean train step, PGD-10 attack, PGD-10 AT step, and the
-step of every adversarial-training regime (TRADES, MART, SCORE, AT-AWP, TRADES-AWP; PGD-10 inner loop).
+step of every adversarial-training regime (FGSM-RS, TRADES, MART, SCORE, AT-AWP, TRADES-AWP; PGD-10 inner loop).
 
     python benchmarks/train_steps.py --width=0.25 --batch=128 --repeats=5
 
@@ -107,6 +107,7 @@ def main():
     benches["PGD-10 attack (fori_loop)"] = lambda: attack_bench(False)
     benches["PGD-10 AT step (unrolled)"] = lambda: train_bench("pgd_at", True)
     benches["PGD-10 AT step (fori_loop)"] = lambda: train_bench("pgd_at", False)
+    benches["FGSM-RS AT step"] = lambda: train_bench("fgsm_rs", True)
     for r in regimes.REGIMES.values():  # the pair objectives
         if r.objective is not None:
             benches[f"{r.label} step (unrolled)"] = lambda r=r: train_bench(r.name, True, beta=r.default_beta)

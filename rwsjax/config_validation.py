@@ -112,6 +112,7 @@ def resolve_defaults(config) -> None:
     """Fill the fields whose default depends on another field, in place (after validation).
 
     ``at.beta`` None → the regime's paper β (TRADES 6, MART 6, SCORE 4; unused by PGD-AT);
+    ``at.lr_schedule`` None → the regime's (cyclic for FGSM-RS, piecewise otherwise);
     ``at.awp_gamma`` / ``at.awp_warmup`` None → the AWP paper's γ and warm-up epochs for the regime
     (:data:`rwsjax.train.regimes.REGIMES`); the fields of :mod:`rwsjax.protocols` None → the value of
     ``config.protocol``.  The resolved values are what stage records compare.
@@ -123,6 +124,8 @@ def resolve_defaults(config) -> None:
     if at is None or "regime" not in at:
         return
     regime = regimes.get(at.regime)
+    if "lr_schedule" in at and at.lr_schedule is None:
+        at.lr_schedule = regime.lr_schedule
     if "beta" in at and at.beta is None:
         at.beta = regime.default_beta  # None: the regime has no β
     if "awp" in at:

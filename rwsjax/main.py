@@ -60,7 +60,7 @@ def _cpu_warning(config) -> str | None:
     days = 1.2 * config.at.epochs * n / ips / 86_400
     return (f"warning: the paper preset on a CPU-only machine: {config.at.epochs} epochs of PGD-10 AT on {n:,} images "
             f"take about {days:,.0f} days here. --config=rift:cpu runs the whole pipeline at reduced scale "
-            "in < 40 min (README, Presets); a GPU or TPU runs the paper preset.")
+            "in < 45 min (README, Presets); a GPU or TPU runs the paper preset.")
 
 
 def _run(argv):

@@ -43,7 +43,7 @@ def main():
             ev = steps.make_eval_step(model, mesh, attack=attack, restarts=2)
             mask = sharding.shard_batch(np.ones(32, bool), mesh)
             counts = jax.device_get(ev(state.variables, x, y, mask, jax.random.PRNGKey(9)))
-            out[name] = (jax.device_get(state.variables), {k: float(v) for k, v in counts.items()},
+            out[name] = (jax.device_get(state.variables), {k: float(v) for k, v in counts.items() if k != "per_example"},
                          float(metrics["loss"]), x_adv)
         a, b = (jax.tree.leaves(out[n][0]["params"]) for n in ("sharded", "single"))
         p0 = jax.tree.leaves(jax.device_get(variables["params"]))

@@ -21,6 +21,15 @@ def _config(name, preset="smoke"):
 @pytest.mark.parametrize("name", ["rift", "rws", "evaluate"])
 @pytest.mark.parametrize("preset", ["paper", "cpu", "smoke", "tinyimagenet", "tinyimagenet_cpu"])
 def test_shipped_configs_are_valid(name, preset):
+    _valid(name, preset)
+
+
+@pytest.mark.parametrize("name", ["rift", "evaluate"])
+def test_regime_comparison_preset_is_valid(name):
+    _valid(name, "cpu_pgd10")
+
+
+def _valid(name, preset):
     c = _config(name, preset)
     if name == "evaluate":  # the one field a user must give
         with pytest.raises(ConfigError, match="config.checkpoint is empty"):
@@ -38,7 +47,8 @@ def test_shipped_configs_are_valid(name, preset):
     ("rift", "interp.alphas", (0.0, 1.5), "must lie in [0, 1]"),
     ("rift", "ft.modules", "random", "'least_critical'"),
     ("rift", "mrc.project_every", "never", "'step'"),
-    ("rift", "at.attack_bn", "train", "'batch'"),
+    ("rift", "at.attack_bn", "swap", "'batch'"),
+    ("rift", "at.lr_schedule", "cosine", "'cyclic'"),
     ("rift", "ood.corruptions", "gaussian_noise,blizzard", "unknown ['blizzard']"),
     ("rift", "ood.summary", "mean_10", "'mean_15'"),
     ("rift", "eval.restarts", 0, "config.eval.restarts=0 must be ≥ 1"),
@@ -75,6 +85,34 @@ def test_awp_needs_an_adversarial_regime():
     c.at.regime, c.at.awp = "standard", True
     with pytest.raises(ConfigError, match="config.at.awp=True needs an adversarial config.at.regime"):
         validate(c)
+    c.at.regime = "fgsm_rs"  # adversarial, but no AWP recipe: γ must be given
+    with pytest.raises(ConfigError, match="config.at.regime=fgsm_rs needs --config.at.awp_gamma"):
+        validate(c)
+    c.at.awp_gamma = 1e-2
+    validate(c)
+
+
+@pytest.mark.parametrize("regime,field,value,message", [
+    ("trades", "attack_bn", "train", "attack_bn=train .* does not apply to config.at.regime=trades"),
+    ("pgd_at", "extra_clean_pass", True, "extra_clean_pass=True is TRADES's third pass"),
+])
+def test_official_switches_only_where_they_apply(regime, field, value, message):
+    c = _config("rift")
+    c.at.regime, c.at[field] = regime, value
+    with pytest.raises(ConfigError, match=message):
+        validate(c)
+
+
+def test_fgsm_rs_defaults_to_the_cyclic_schedule():
+    from rwsjax.config_validation import resolve_defaults
+    c = _config("rift", "paper")
+    c.at.regime = "fgsm_rs"
+    validate(c)
+    resolve_defaults(c)
+    assert c.at.lr_schedule == "cyclic"
+    c = _config("rift", "paper")
+    resolve_defaults(c)
+    assert c.at.lr_schedule == "piecewise"
 
 
 @pytest.mark.parametrize("regime,awp,expected", [

@@ -95,3 +95,31 @@ def test_unknown_norm():
     with pytest.raises(ValueError, match="linf"):
         pgd_lib.pgd(lambda z: z, jnp.zeros((1, 2, 2, 1)), jnp.zeros(1, jnp.int32), None, eps=0.1, step_size=0.1,
                     steps=1, norm="l3", random_init=False)
+
+
+@pytest.mark.parametrize("unroll", [True, False])
+def test_iterates_and_unclipped_gaussian_start(trained_tiny_resnet, cifar_test_batch, unroll):
+    """``iterates=True`` returns the points the gradients were taken at (the start, then each iterate before
+    its step) next to the same result; an unclipped Gaussian start (the official TRADES/MART code) ends
+    inside the ε-ball and [0, 1] all the same, and differs from the clipped one only where x + σz left [0, 1]."""
+    model, variables = trained_tiny_resnet
+    x, y = _x(cifar_test_batch)
+    fn = eval_logits_fn(model, variables)
+    key = jax.random.PRNGKey(2)
+    kw = dict(eps=EPS, step_size=2 / 255, steps=3, unroll=unroll, gaussian_start=0.05)
+    run = jax.jit(lambda clip, it: pgd_lib.pgd(fn, x, y, key, clip_start=clip, iterates=it, **kw), static_argnums=(0, 1))
+    final, seen = run(True, True)
+    chex.assert_shape(seen, (3,) + x.shape)
+    np.testing.assert_array_equal(final, run(True, False))
+    np.testing.assert_allclose(seen[0], jnp.clip(x + 0.05 * jax.random.normal(key, x.shape), 0, 1), atol=1e-7)
+    # each recorded iterate steps to the next: one signed step from seen[i], projected, is seen[i + 1]
+    g = jax.grad(lambda z: jnp.sum(pgd_lib.cross_entropy(fn(z), y)))(seen[0])
+    np.testing.assert_allclose(seen[1], pgd_lib.project(seen[0] + 2 / 255 * jnp.sign(g), x, EPS), atol=1e-6)
+    unclipped, raw = run(False, True)
+    start = x + 0.05 * jax.random.normal(key, x.shape)
+    np.testing.assert_allclose(raw[0], start, atol=1e-7)
+    assert float(raw[0].min()) < 0 or float(raw[0].max()) > 1  # the start left [0, 1] somewhere
+    assert float(jnp.max(jnp.abs(unclipped - x))) <= EPS + 1e-6
+    assert float(unclipped.min()) >= 0 and float(unclipped.max()) <= 1
+    zero = pgd_lib.pgd(fn, x, y, key, eps=EPS, step_size=2 / 255, steps=0, gaussian_start=0.05, clip_start=False)
+    np.testing.assert_allclose(zero, jnp.clip(start, 0, 1), atol=1e-7)  # clipped at the end without steps

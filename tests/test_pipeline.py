@@ -68,6 +68,12 @@ def test_smoke_pipeline_end_to_end_with_resume(tmp_path):
         assert m["robust_worst_run_accuracy"] == min(runs) >= m["robust_accuracy"]
         # The smoke preset corrupts with 4 of the 15 benchmark corruptions: the 15-mean is "not computed".
         assert m["ood_accuracy"] is None
+    # Every Δ with its paired bootstrap interval over the 100 test images (no OOD mean: no OOD interval).
+    assert set(results["intervals"]) == {"clean_accuracy", "robust_accuracy"}
+    for key, ci in results["intervals"].items():
+        assert ci["delta"] == pytest.approx(results["rift"][key] - results["at"][key])
+        assert ci["low"] <= ci["delta"] <= ci["high"] and ci["n"] == 100 and ci["resamples"] == 1000
+    assert "95% paired bootstrap interval" in (workdir / "report.md").read_text()
     ood = json.loads((workdir / "ood.json").read_text())
     sets = [f"{c}_{v}" for c in ("gaussian_noise", "glass_blur", "fog", "jpeg_compression") for v in range(1, 6)]
     for model in ("at", "rift"):

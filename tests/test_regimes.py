@@ -37,6 +37,9 @@ def _reference_train_step(model, tx, mesh, *, regime, attack, attack_bn="batch",
                   else steps.eval_logits_fn(model, v))
             if regime == "pgd_at":
                 x = pgd_lib.pgd(fn, x, labels, k_adv, **attack)
+            elif regime == "fgsm_rs":  # one step of 1.25·ε from a uniform start (Wong et al. 2020)
+                x = pgd_lib.pgd(fn, x, labels, k_adv, **{**attack, "steps": 1, "random_init": True,
+                                                         "step_size": 1.25 * attack["eps"]})
             elif regime == "mart":
                 x_adv = pgd_lib.pgd(fn, x, labels, k_adv, **attack, gaussian_start=0.001)
             else:
@@ -135,21 +138,78 @@ def test_defaults_are_the_papers():
     """β: TRADES 6 (Zhang et al. 2019), MART 6 (Wang et al. 2020), SCORE 4 (Pang et al. 2022); AWP (Wu et
     al. 2020, official code): γ = 1e-2 with PGD-AT, no warm-up; γ = 5e-3 with TRADES after 10 epochs."""
     beta = {n: r.default_beta for n, r in regimes.REGIMES.items()}
-    assert beta == {"standard": None, "pgd_at": None, "trades": 6.0, "mart": 6.0, "score": 4.0}
+    assert beta == {"standard": None, "pgd_at": None, "fgsm_rs": None, "trades": 6.0, "mart": 6.0, "score": 4.0}
     awp = {n: (r.awp_gamma, r.awp_warmup) for n, r in regimes.REGIMES.items()}
-    assert awp == {"standard": (0.0, 0), "pgd_at": (1e-2, 0), "trades": (5e-3, 10), "mart": (1e-2, 0),
-                   "score": (5e-3, 10)}
+    assert awp == {"standard": (0.0, 0), "pgd_at": (1e-2, 0), "fgsm_rs": (0.0, 0), "trades": (5e-3, 10),
+                   "mart": (1e-2, 0), "score": (5e-3, 10)}
+    schedules = {n: r.lr_schedule for n, r in regimes.REGIMES.items()}
+    assert schedules == {**{n: "piecewise" for n in regimes.REGIMES}, "fgsm_rs": "cyclic"}
+
+
+def test_fgsm_rs_is_wongs_update_on_a_linear_model():
+    """FGSM-RS (Wong et al. 2020, CIFAR10/train_fgsm.py:105-120): δ ~ U(−ε, ε), clamped so x + δ ∈ [0, 1];
+    δ ← clamp(δ + α·sign(∇δ loss), −ε, ε), clamped again; α = 10/255 at ε = 8/255.  On a linear model
+    the gradient's sign is known, so the update is written out by hand."""
+    eps = 8 / 255
+    r = regimes.get("fgsm_rs")
+    attack = r.attack(dict(ATTACK, steps=10, step_size=2 / 255, random_init=False))
+    assert attack["steps"] == 1 and attack["random_init"] and attack["step_size"] == pytest.approx(10 / 255)
+    w = jnp.array([[1.0, -1.0]] * 2 + [[-1.0, 1.0]] * 2)  # [4 pixels, 2 classes]
+    fn = lambda x: x.reshape(x.shape[0], -1) @ w
+    x = jnp.array([[0.0, 0.5, 1.0, 0.02]]).reshape(1, 2, 2, 1)
+    y = jnp.array([0])
+    key = jax.random.PRNGKey(3)
+    ours = pgd_lib.pgd(fn, x, y, key, **attack)
+    delta = jnp.clip(jax.random.uniform(key, x.shape, x.dtype, -eps, eps), -x, 1 - x)  # Wong's start
+    sign = jnp.array([-1.0, -1.0, 1.0, 1.0]).reshape(1, 2, 2, 1)  # ∂CE/∂x for label 0 is ∝ w[:,1] − w[:,0]
+    delta = jnp.clip(jnp.clip(delta + 10 / 255 * sign, -eps, eps), -x, 1 - x)
+    np.testing.assert_allclose(ours, x + delta, atol=1e-7)
+
+
+def test_cyclic_schedule_is_pytorchs_cycliclr():
+    """``at.lr_schedule=cyclic``: the learning rate and momentum of PyTorch ``CyclicLR(base_lr=0, max_lr,
+    step_size_up=step_size_down=total/2)`` (cycle_momentum 0.8–0.9) at every step, and the SGD trajectory
+    of ``torch.optim.SGD`` driven by it on a quadratic."""
+    torch = pytest.importorskip("torch")
+    from rwsjax.train.state import lr_schedule
+    spe, epochs, lr_max = 5, 3, 0.2
+    total = spe * epochs
+    w0 = np.array([1.0, -2.0, 0.5], np.float32)
+    p = torch.nn.Parameter(torch.tensor(w0))
+    opt = torch.optim.SGD([p], lr=lr_max, momentum=0.9, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.CyclicLR(opt, base_lr=0.0, max_lr=lr_max, step_size_up=total / 2,
+                                              step_size_down=total / 2)
+    ours = lr_schedule(lr_max, steps_per_epoch=spe, schedule="cyclic", epochs=epochs)
+    tx = sgd(lr_max, momentum=0.9, weight_decay=5e-4, steps_per_epoch=spe, schedule="cyclic", epochs=epochs)
+    w, state = jnp.asarray(w0), None
+    state = tx.init(w)
+    target = np.array([0.3, 0.1, -0.4], np.float32)
+    for t in range(total):
+        assert float(ours(t)) == pytest.approx(opt.param_groups[0]["lr"], abs=1e-7), t
+        loss = ((p - torch.tensor(target)) ** 2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        updates, state = tx.update(2 * (w - target), state, w)
+        w = optax.apply_updates(w, updates)
+        np.testing.assert_allclose(np.asarray(w), p.detach().numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="needs the number of epochs"):
+        lr_schedule(0.1, steps_per_epoch=2, schedule="cyclic")
+    with pytest.raises(ValueError, match="unknown learning-rate schedule 'cosine'"):
+        lr_schedule(0.1, steps_per_epoch=2, schedule="cosine")
 
 
 def test_attacks_and_objectives():
     r = regimes.REGIMES
-    assert list(r) == ["standard", "pgd_at", "trades", "mart", "score"]
-    assert [x.label for x in r.values()] == ["standard", "PGD-AT", "TRADES", "MART", "SCORE"]
-    assert [x.attack_loss for x in r.values()] == [None, "ce", "kl", "ce", "squared_error"]
-    assert [x.attack_start for x in r.values()] == [None, None, 0.001, 0.001, None]
-    assert [x.objective for x in r.values()] == [None, None, losses.trades_loss, losses.mart_loss,
+    assert list(r) == ["standard", "pgd_at", "fgsm_rs", "trades", "mart", "score"]
+    assert [x.label for x in r.values()] == ["standard", "PGD-AT", "FGSM-RS", "TRADES", "MART", "SCORE"]
+    assert [x.attack_loss for x in r.values()] == [None, "ce", "ce", "kl", "ce", "squared_error"]
+    assert [x.attack_start for x in r.values()] == [None, None, None, 0.001, 0.001, None]
+    assert [x.objective for x in r.values()] == [None, None, None, losses.trades_loss, losses.mart_loss,
                                                  losses.score_loss]
-    assert [x.adversarial for x in r.values()] == [False, True, True, True, True]
+    assert [x.adversarial for x in r.values()] == [False, True, True, True, True, True]
+    assert [x.attack_steps for x in r.values()] == [None, None, 1, None, None, None]
 
 
 def test_unknown_names_and_inconsistent_entries_raise():
@@ -157,9 +217,14 @@ def test_unknown_names_and_inconsistent_entries_raise():
         regimes.get("fgsm")
     with pytest.raises(ValueError, match="unknown regime 'fgsm'"):
         steps.make_train_step(None, optax.sgd(0.1), None, regime="fgsm")
+    with pytest.raises(ValueError, match="attack_bn='train' is Bag of Tricks' PGD-AT mode"):
+        steps.make_train_step(None, optax.sgd(0.1), None, regime="trades", attack_bn="train")
+    with pytest.raises(ValueError, match="extra_clean_pass is TRADES's third train-mode pass"):
+        steps.make_train_step(None, optax.sgd(0.1), None, regime="pgd_at", extra_clean_pass=True)
     pgd_at = regimes.get("pgd_at")
     for change, what in ((dict(attack_loss="hinge"), "attack_loss"), (dict(default_beta=6.0), "default_beta"),
-                         (dict(attack_loss=None), "needs an attack_loss"), (dict(awp_warmup=-1), ">= 0")):
+                         (dict(attack_loss=None), "needs an attack_loss"), (dict(awp_warmup=-1), ">= 0"),
+                         (dict(attack_steps=1), "go together"), (dict(lr_schedule="cosine"), "lr_schedule")):
         with pytest.raises(ValueError, match=what):
             dataclasses.replace(pgd_at, **change)
 

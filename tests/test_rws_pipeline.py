@@ -28,6 +28,15 @@ def test_rws_smoke_pipeline(tmp_path):
     assert len(r["table"]) == 2 * len(methods) == 10
     for row in r["table"]:
         assert 0 <= row["ta"] <= 100 and 0 <= row["ra"] <= 100
+        clean = next(x for x in r["table"] if x["corruption"] == row["corruption"] and x["method"] == "clean model")
+        if row is clean:
+            assert "ta_delta" not in row
+            continue
+        for k in ("ta", "ra"):  # the change from the clean model, with its paired bootstrap interval around it
+            ci = row[f"{k}_delta"]
+            assert ci["delta"] == pytest.approx(row[k] - clean[k]) and ci["low"] <= ci["delta"] <= ci["high"]
+            assert ci["n"] == r["test_images"] and ci["resamples"] == 1000
+    assert "paired bootstrap interval" in (workdir / "report.md").read_text()
     # Storage is the real size on disk: the quantized file is smaller than the float one, both ≪ the model.
     for n in r["corruptions"]:
         fp32 = os.path.getsize(workdir / "signatures" / f"cifar10_{n}_k2_fp32.safetensors")

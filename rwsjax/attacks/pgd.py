@@ -80,7 +80,9 @@ def pgd(
     unroll: bool = True,
     loss_fn: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
     gaussian_start: float | None = None,
-) -> jax.Array:
+    clip_start: bool = True,
+    iterates: bool = False,
+):
     """Untargeted PGD maximizing the cross-entropy of ``logits_fn`` (or ``loss_fn``).
 
     Args:
@@ -97,10 +99,14 @@ def pgd(
         cross-entropy (TRADES: the KL to the clean prediction).
       gaussian_start: start from ``clip(x + σ·N(0, I), 0, 1)`` with this σ
         (TRADES/MART official code: 0.001) instead of the uniform ball sample.
+      clip_start: ``False``: the Gaussian start is not clipped to [0, 1] before the first gradient
+        (the official TRADES/MART code, ``trades.py:32``, ``mart.py:21``; every later iterate is).
+      iterates: also return the points the gradients were taken at.
 
     Returns:
-      adversarial images, float32 ``[B, H, W, C]``, inside the ε-ball and [0, 1].
-      The result carries no gradient (``stop_gradient``).
+      adversarial images, float32 ``[B, H, W, C]``, inside the ε-ball and [0, 1]; with ``iterates``
+      ``(x_adv, z)``, ``z`` ``[steps, B, H, W, C]`` the start and each later iterate before its step.
+      The results carry no gradient (``stop_gradient``).
 
     Raises:
       ValueError: unknown ``norm``.
@@ -121,15 +127,29 @@ def pgd(
         return project(z, x, eps, norm)
 
     if gaussian_start is not None:
-        z = jnp.clip(x + gaussian_start * jax.random.normal(key, x.shape, x.dtype), 0.0, 1.0)
+        z = x + gaussian_start * jax.random.normal(key, x.shape, x.dtype)
+        z = jnp.clip(z, 0.0, 1.0) if clip_start else z
     else:
         z = random_start(key, x, eps, norm) if random_init else x
+    seen = []
     if unroll:
         for i in range(steps):
+            if iterates:
+                seen.append(z)
             z = body(i, z)
+        if iterates:
+            seen = jnp.stack(seen) if seen else jnp.zeros((0,) + x.shape, x.dtype)
+    elif iterates:
+        def record(i, carry):
+            z, buf = carry
+            return body(i, z), buf.at[i].set(z)
+        z, seen = jax.lax.fori_loop(0, steps, record, (z, jnp.zeros((steps,) + x.shape, x.dtype)))
     else:
         z = jax.lax.fori_loop(0, steps, body, z)
-    return jax.lax.stop_gradient(z)
+    if not clip_start:  # an unclipped start is clipped at the end (a no-op after a step), as the official code
+        z = jnp.clip(z, 0.0, 1.0)
+    z = jax.lax.stop_gradient(z)
+    return (z, jax.lax.stop_gradient(seen)) if iterates else z
 
 
 def robust_correct(

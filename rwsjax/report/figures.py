@@ -27,9 +27,13 @@ def mrc_bar_chart(rows: Sequence[dict], path: str, title: str = "Module robust c
     plt.close(fig)
 
 
-def alpha_curve(sweep: Sequence[dict], alpha_star: float, path: str) -> None:
-    """Validation clean vs adversarial accuracy along θ_α = (1−α)θ_AT + αθ_FT."""
+def alpha_curve(sweep: Sequence[dict], alpha_star: float, path: str, acceptance: float | None = None) -> None:
+    """Validation clean vs adversarial accuracy (%) along θ_α = (1−α)θ_AT + αθ_FT; ``acceptance`` (%): the
+    α rule's line, θ_AT's validation adversarial accuracy − tolerance (points left of it are rejected)."""
     fig, ax = plt.subplots(figsize=(4.6, 3.8))
+    if acceptance is not None:
+        ax.axvline(acceptance, color="tab:gray", ls="--", lw=1,
+                   label=f"acceptance: adv. ≥ {acceptance:.2f}%")
     xs = [s["robust_accuracy"] for s in sweep]
     ys = [s["clean_accuracy"] for s in sweep]
     ax.plot(xs, ys, "o-", color="tab:blue")

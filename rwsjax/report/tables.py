@@ -6,6 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
+from rwsjax.report.intervals import format_delta
 from rwsjax.train import regimes
 
 
@@ -39,9 +40,24 @@ def regime_label(at: dict) -> str:
     return label
 
 
-def _delta(a, b):
-    """``b − a`` as ``+x.xx`` (None when either is missing)."""
-    return None if a is None or b is None else f"{b - a:+.2f}"
+def _delta(a, b, interval: dict | None = None):
+    """``b − a`` as ``+x.xx``, with its 95% interval when given (None when either is missing)."""
+    if a is None or b is None:
+        return None
+    return format_delta(interval) if interval is not None else f"{b - a:+.2f}"
+
+
+def interval_note(intervals: dict, n: int) -> str:
+    """The sentence under a table whose Δ cells carry paired bootstrap intervals (:mod:`~rwsjax.report.intervals`)."""
+    ci = next(iter(intervals.values()), None)
+    if ci is None:
+        return ""
+    zero = [k.replace("_accuracy", "").replace("robust", "adv.").replace("clean", "std") for k, v in intervals.items()
+            if v["contains_zero"]]
+    return (f"Δ = θ_RiFT − θ_AT in points, [95% paired bootstrap interval] over the same {n:,} test images "
+            f"({ci['resamples']:,} resamples, seed {ci['seed']}); "
+            + (f"the interval contains 0 for: {', '.join(zero)} (no change detectable at this test size)."
+               if zero else "no interval contains 0."))
 
 
 def _aa(m: dict):
@@ -49,12 +65,13 @@ def _aa(m: dict):
 
 
 def rift_table(results: dict) -> str:
-    """RiFT Table 1 layout: model, method, clean / OOD / adversarial test accuracy (%) and their Δ, plus
-    AutoAttack-lite accuracy when it was computed.
+    """RiFT Table 1 layout: model, method, clean / OOD / adversarial test accuracy (%) and their Δ (with the
+    paired bootstrap 95% interval of ``results["intervals"]`` where there is one), plus AutoAttack-lite
+    accuracy when it was computed.
 
     ``OOD`` prints ``n/c`` (not computed) when no corrupted data was evaluated.
     """
-    at, rift = results["at"], results["rift"]
+    at, rift, intervals = results["at"], results["rift"], results.get("intervals") or {}
     name = f"{results['model']} ({results['dataset']})"
     with_aa = _aa(at) is not None
 
@@ -64,8 +81,8 @@ def rift_table(results: dict) -> str:
 
     rows = [row("AT", at),
             row(f"AT + RiFT (α*={results['alpha_star']:.1f}, {', '.join(results['finetuned_modules'])})", rift),
-            [name, "Δ"] + [_delta(at.get(k), rift.get(k)) for k in ("clean_accuracy", "ood_accuracy",
-                                                                     "robust_accuracy")]
+            [name, "Δ"] + [_delta(at.get(k), rift.get(k), intervals.get(k)) for k in ("clean_accuracy", "ood_accuracy",
+                                                                                       "robust_accuracy")]
             + ([_delta(_aa(at), _aa(rift))] if with_aa else [])]
     return markdown_table(["model", "method", "std acc. (%)", "OOD acc. (%)", "adv. acc. (%)"]
                           + (["AA-lite acc. (%)"] if with_aa else []), rows)
@@ -81,7 +98,7 @@ def regimes_table(results: Sequence[dict]) -> str:
         cells = []
         for key in ("clean_accuracy", "ood_accuracy", "robust_accuracy"):
             a, b = at.get(key), rift.get(key)
-            cells += [a, b, _delta(a, b)]
+            cells += [a, b, _delta(a, b, (r.get("intervals") or {}).get(key))]
         body.append([r.get("regime", "PGD-AT"), f"{r['model']} ×{r.get('width_multiplier', 1)}",
                      f"{r['alpha_star']:.1f}", ", ".join(r["finetuned_modules"]), *cells])
     header = ["regime", "model", "α*", "fine-tuned"]
@@ -115,16 +132,23 @@ def ood_table(summary: dict) -> str:
 
 
 def rws_table(rows: Sequence[dict]) -> str:
-    """RWS main-table layout: per corruption and method, storage (MB on disk), TA and RA (%), then means.
+    """RWS main-table layout: per corruption and method, storage (MB on disk), TA and RA (%), their change
+    from the clean model with its paired bootstrap 95% interval (where the row has ``ta_delta`` /
+    ``ra_delta``, :func:`rwsjax.report.intervals.paired_bootstrap`), then means.
 
-    ``rows``: dicts with ``corruption``, ``method``, ``storage_mb`` (None = not stored), ``ta``, ``ra``.
+    ``rows``: dicts with ``corruption``, ``method``, ``storage_mb`` (None = not stored), ``ta``, ``ra``,
+    optionally ``ta_delta`` / ``ra_delta``.
     """
+    with_ci = any("ra_delta" in r for r in rows)
     body = [[r["corruption"], r["method"], None if r["storage_mb"] is None else f"{r['storage_mb']:.3f}",
-             r["ta"], r["ra"]] for r in rows]
+             r["ta"], r["ra"]] + ([format_delta(r.get("ta_delta")), format_delta(r.get("ra_delta"))]
+                                  if with_ci else []) for r in rows]
     methods = list(dict.fromkeys(r["method"] for r in rows))
     for m in methods:
         sel = [r for r in rows if r["method"] == m]
         body.append(["**mean**", m, None if sel[0]["storage_mb"] is None else
                      f"{float(np.mean([r['storage_mb'] for r in sel])):.3f}",
-                     float(np.mean([r["ta"] for r in sel])), float(np.mean([r["ra"] for r in sel]))])
-    return markdown_table(["corruption", "method", "storage (MB)", "TA (%)", "RA (%)"], body)
+                     float(np.mean([r["ta"] for r in sel])), float(np.mean([r["ra"] for r in sel]))]
+                    + ([None, None] if with_ci else []))
+    return markdown_table(["corruption", "method", "storage (MB)", "TA (%)", "RA (%)"]
+                          + (["ΔTA vs clean [95% CI]", "ΔRA vs clean [95% CI]"] if with_ci else []), body)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
+import numpy as np
 
 from rwsjax.data.batching import eval_batches
 from rwsjax.data.sources import Split
@@ -13,7 +14,7 @@ from rwsjax.report.progress import bar
 
 
 def evaluate(eval_step: Callable, variables: dict, split: Split, *, batch_size: int, mesh,
-             seed: int = 0, desc: str = "eval", in_flight: int = 2) -> dict:
+             seed: int = 0, desc: str = "eval", in_flight: int = 2, per_example: bool = False) -> dict:
     """Run a step from :func:`rwsjax.train.steps.make_eval_step` over ``split``.
 
     The last batch is padded and masked, so each example counts exactly once.
@@ -28,6 +29,8 @@ def evaluate(eval_step: Callable, variables: dict, split: Split, *, batch_size: 
       step returns (e.g. ``apgd_ce`` of :func:`~rwsjax.train.steps.make_autoattack_step`) becomes
       ``"<name>_accuracy"`` likewise; with several PGD restarts ``"robust_run{i}_accuracy"`` per run and
       ``"robust_worst_run_accuracy"``, the lowest of them (≥ ``robust_accuracy``, the per-example worst case).
+      ``per_example=True`` adds ``"per_example": {"clean": bool [n], "robust": bool [n]}`` in the split's
+      order (what the step returns per example; for paired intervals, :mod:`rwsjax.report.intervals`).
 
     Raises:
       ValueError: an empty split, or ``in_flight < 0``.
@@ -49,7 +52,14 @@ def evaluate(eval_step: Callable, variables: dict, split: Split, *, batch_size: 
                 out = eval_step(variables, *batch, key)
             yield out
 
+    examples = []
     for out in bar(dispatch.fetch_lagged(queued(), in_flight), total=n_batches, desc=desc):
+        rows_out = out.pop("per_example", None)
+        if per_example:
+            if rows_out is None:
+                raise ValueError(f"{desc}: per_example=True needs a step that returns per-example results")
+            mask = np.asarray(rows_out.pop("mask"))
+            examples.append({k: np.asarray(v)[mask] for k, v in rows_out.items()})
         for k, v in out.items():
             totals[k] = totals.get(k, 0) + v.item()
     n = len(split)
@@ -58,4 +68,6 @@ def evaluate(eval_step: Callable, variables: dict, split: Split, *, batch_size: 
     if runs:  # the worst of the whole PGD runs (RiFT's paper), next to the per-example worst case
         result["robust_worst_run_accuracy"] = min(runs)
     result.update(loss=totals["loss"] / n, n=n)
+    if per_example:
+        result["per_example"] = {k: np.concatenate([e[k] for e in examples]) for k in examples[0]}
     return result

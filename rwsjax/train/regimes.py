@@ -10,6 +10,12 @@ The regimes (the paper's Eq. / the official code where the paper leaves a detail
 - ``standard``: cross-entropy on the clean examples.
 - ``pgd_at`` (Madry et al., ICLR 2018, Eq. 2.1): cross-entropy on PGD examples, PGD on the cross-entropy
   from a uniform sample of the ε-ball.
+- ``fgsm_rs`` (Wong, Rice & Kolter, ICLR 2020, "Fast is better than free"; official code
+  locuslab/fast_adversarial ``CIFAR10/train_fgsm.py``): PGD-AT with a single step of 1.25·ε (10/255 at
+  ε = 8/255) from a uniform ε-ball sample, trained with the cyclic learning rate (0 → ``at.learning_rate``
+  → 0 over the run, momentum 0.9 → 0.8 → 0.9: PyTorch ``CyclicLR`` as that code uses it, lr-max 0.2,
+  15 epochs).  Its attack ignores ``attack.steps`` / ``attack.step_size``; a variant is
+  ``at.regime=pgd_at`` with ``attack.steps=1`` and ``at.lr_schedule=cyclic``.
 - ``trades`` (Zhang et al., ICML 2019, Eq. 5): CE(f(x), y) + β·KL(f(x) ‖ f(x')), x' from PGD on
   KL(f(x) ‖ f(x')) started at x + 0.001·N(0, I) (the official code); β = 6.
 - ``mart`` (Wang et al., ICLR 2020, Eq. 8): boosted CE + β·(1 − p_y(x))·KL, x' from PGD on the
@@ -35,6 +41,7 @@ from rwsjax.train import losses
 # What the inner PGD may maximize: "ce" is the cross-entropy of the true label; the others are
 # ``distance(clean_logits [B,K], adversarial_logits [B,K]) -> [B]`` from the (stop-gradient) clean prediction.
 ATTACK_LOSSES = ("ce", "kl", "squared_error")
+LR_SCHEDULES = ("piecewise", "cyclic")
 PREDICTION_DISTANCES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
     "kl": losses.kl_divergence,
     "squared_error": losses.squared_error,
@@ -58,11 +65,17 @@ class Regime:
       default_beta: the paper's CIFAR-10 β of ``objective`` (``None`` without a pair objective).
       awp_gamma: AWP's relative perturbation size γ for this regime (``0.0``: no AWP recipe).
       awp_warmup: epochs without AWP before γ applies.
+      attack_steps: the training attack's number of steps when the regime fixes it (FGSM-RS: 1), with
+        step size ``attack_step_ratio`` × ε and a uniform random start; ``None``: the attack config's.
+      attack_step_ratio: the step size as a multiple of ε (with ``attack_steps``).
+      lr_schedule: the default of ``at.lr_schedule``: ``"piecewise"`` (×``decay_factor`` at
+        ``decay_epochs``) or ``"cyclic"`` (:func:`rwsjax.train.state.lr_schedule`).
 
     Raises:
       ValueError: (at construction) an unknown ``attack_loss``; a pair objective without an attack, or a
         ``default_beta`` given without a pair objective (or missing with one); an ``attack_start`` or an
-        AWP γ without an attack; a negative ``awp_gamma`` or ``awp_warmup``.
+        AWP γ without an attack; a negative ``awp_gamma`` or ``awp_warmup``; ``attack_steps`` without a
+        positive ``attack_step_ratio`` (or the reverse); an unknown ``lr_schedule``.
     """
     name: str
     label: str
@@ -72,6 +85,9 @@ class Regime:
     default_beta: float | None
     awp_gamma: float
     awp_warmup: int
+    attack_steps: int | None = None
+    attack_step_ratio: float | None = None
+    lr_schedule: str = "piecewise"
 
     def __post_init__(self):
         problems = []
@@ -82,6 +98,12 @@ class Regime:
             problems.append("a pair objective, an attack_start or an AWP γ needs an attack_loss")
         if (self.objective is None) != (self.default_beta is None):
             problems.append("default_beta is given exactly when there is a pair objective")
+        if (self.attack_steps is None) != (self.attack_step_ratio is None) or (
+                self.attack_step_ratio is not None and (self.attack_step_ratio <= 0 or self.attack_steps < 1
+                                                        or self.attack_loss is None)):
+            problems.append("attack_steps (≥ 1) and a positive attack_step_ratio go together, with an attack_loss")
+        if self.lr_schedule not in LR_SCHEDULES:
+            problems.append(f"lr_schedule {self.lr_schedule!r} is not one of {LR_SCHEDULES}")
         if self.awp_gamma < 0 or self.awp_warmup < 0:
             problems.append(f"awp_gamma={self.awp_gamma} and awp_warmup={self.awp_warmup} must be >= 0")
         if problems:
@@ -92,12 +114,22 @@ class Regime:
         """True when the step crafts training attacks (every regime but clean training)."""
         return self.attack_loss is not None
 
+    def attack(self, attack: dict) -> dict:
+        """The training attack's PGD keyword arguments: ``attack`` (from the config) with the regime's own
+        steps, step size (× ``attack["eps"]``) and random start where it fixes them."""
+        if self.attack_steps is None:
+            return attack
+        return {**attack, "steps": self.attack_steps, "step_size": self.attack_step_ratio * attack["eps"],
+                "random_init": True}
+
 
 REGIMES: dict[str, Regime] = {r.name: r for r in (
     Regime("standard", "standard", attack_loss=None, attack_start=None, objective=None, default_beta=None,
            awp_gamma=0.0, awp_warmup=0),
     Regime("pgd_at", "PGD-AT", attack_loss="ce", attack_start=None, objective=None, default_beta=None,
            awp_gamma=1e-2, awp_warmup=0),
+    Regime("fgsm_rs", "FGSM-RS", attack_loss="ce", attack_start=None, objective=None, default_beta=None,
+           awp_gamma=0.0, awp_warmup=0, attack_steps=1, attack_step_ratio=1.25, lr_schedule="cyclic"),
     Regime("trades", "TRADES", attack_loss="kl", attack_start=0.001, objective=losses.trades_loss,
            default_beta=6.0, awp_gamma=5e-3, awp_warmup=10),
     Regime("mart", "MART", attack_loss="ce", attack_start=0.001, objective=losses.mart_loss,

@@ -242,10 +242,14 @@ class Task:
         attack = None if restarts is None else self.eval_attack
         return compiled(steps.make_eval_step, self.model, self.mesh, attack=attack, restarts=restarts or 1)
 
-    def evaluate(self, step, variables, split, desc) -> dict:
+    def evaluate(self, step, variables, split, desc, per_example: bool = False) -> dict:
         """:func:`rwsjax.train.evaluate.evaluate` with the run's batch size and seed."""
         return evaluate(step, variables, split, batch_size=self.config.eval.batch_size, mesh=self.mesh,
-                        seed=self.config.seed, desc=desc)
+                        seed=self.config.seed, desc=desc, per_example=per_example)
+
+    def correct(self, variables, split, desc) -> np.ndarray:
+        """Per example of ``split``, in order: classified correctly (clean, BatchNorm in evaluation mode), bool ``[N]``."""
+        return self.evaluate(self.eval_step(None), variables, split, desc, per_example=True)["per_example"]["clean"]
 
     def accuracy(self, variables, split, desc) -> float:
         """Clean accuracy (%) on ``split``, BatchNorm in evaluation mode."""

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from rwsjax.report.progress import bar
 
 from rwsjax import corruptions as cc
@@ -58,7 +60,9 @@ def evaluate_ood(s, models: dict, path: str) -> dict:
 
     Returns:
       ``{"per_set": {name: {"<corruption>_<severity>": accuracy %}}, "summary": {name: summarize(...)},
-      "ood_accuracy": {name: summary[config.ood.summary]}, ...}``.
+      "ood_accuracy": {name: summary[config.ood.summary]}, "per_image": {name: [N] ints}, "per_image_sets",
+      ...}`` — ``per_image[name][i]``: of the ``per_image_sets`` corrupted versions of test image i that
+      the summary averages, how many the model classifies correctly (None when the summary is incomplete).
 
     Raises:
       ValueError: bad ``ood.corruptions`` / ``ood.summary`` / ``ood.source``.
@@ -77,6 +81,11 @@ def evaluate_ood(s, models: dict, path: str) -> dict:
     step = s.eval_step(restarts=None)
     per_set = {m: {} for m in models}
     sets = [(n, v) for n in names for v in severities]
+    # Per test image, how many of the summary's corrupted versions each model classifies correctly (the
+    # paired intervals of the reports resample images): the summary is the mean of these over images / sets.
+    summary_sets = [(n, v) for n, v in sets if n in cc.metrics.MEANS[c.ood.summary]]
+    complete = len(summary_sets) == len(cc.metrics.MEANS[c.ood.summary]) * len(cc.metrics.SEVERITIES)
+    per_image = {m: np.zeros(len(test), np.int64) for m in models}
     for name, severity in bar(sets, desc="OOD"):
         if c.ood.source == "generate":
             with distributed.main_first(f"ood {name}-{severity}"):  # process 0 writes, the others find it done
@@ -85,14 +94,18 @@ def evaluate_ood(s, models: dict, path: str) -> dict:
         corrupted = cc.load_corrupted(c.data.name, name, severity, data_dir=directory, indices=indices,
                                       progress=False)
         for m, variables in models.items():
-            acc = s.evaluate(step, variables, corrupted, f"{m} {name}-{severity}")["clean_accuracy"]
-            per_set[m][f"{name}_{severity}"] = acc
+            out = s.evaluate(step, variables, corrupted, f"{m} {name}-{severity}", per_example=True)
+            per_set[m][f"{name}_{severity}"] = out["clean_accuracy"]
+            if (name, severity) in summary_sets:
+                per_image[m] += out["per_example"]["clean"]
         print(f"[ood] {name}-{severity}: " + "  ".join(f"{m} {per_set[m][f'{name}_{severity}']:.2f}%"
                                                       for m in models))
     summary = {m: cc.summarize({(n, v): per_set[m][f"{n}_{v}"] for n, v in sets}) for m in models}
     out = {"data_dir": directory, "source": c.ood.source, "corruptions": list(names),
            "severities": list(severities), "n": len(test), "summary_key": c.ood.summary,
            "per_set": per_set, "summary": summary,
-           "ood_accuracy": {m: summary[m][c.ood.summary] for m in models}}
+           "ood_accuracy": {m: summary[m][c.ood.summary] for m in models},
+           "per_image": ({m: per_image[m].tolist() for m in models} if complete else None),
+           "per_image_sets": len(summary_sets) if complete else None}
     write_json(path, out)
     return out

@@ -22,6 +22,7 @@ import numpy as np
 
 from rwsjax.data.batching import eval_batches, steps_per_epoch
 from rwsjax.report import figures, tables
+from rwsjax.report.intervals import paired_bootstrap
 from rwsjax.report.writers import read_json, write_json, write_local_json, write_text
 from rwsjax.rift.finetune import choose_modules, finetune_optimizer
 from rwsjax.rift.mrc import MRC
@@ -50,20 +51,21 @@ def adversarial_training(s: Task, r) -> dict:
         checkpoint.save_variables(path, load_model(c.init_checkpoint, s.init_variables, s.model), info=s.info)
         return checkpoint.load_variables(path, like=s.init_variables)
     spe = steps_per_epoch(len(s.splits["train"]), c.at.batch_size)
-    tx = sgd(c.at.learning_rate, momentum=c.at.momentum, weight_decay=c.at.weight_decay, steps_per_epoch=spe,
-             decay_epochs=c.at.decay_epochs, decay_factor=c.at.decay_factor)
+    schedule = dict(steps_per_epoch=spe, decay_epochs=c.at.decay_epochs, decay_factor=c.at.decay_factor,
+                    schedule=c.at.lr_schedule, epochs=c.at.epochs)
+    tx = sgd(c.at.learning_rate, momentum=c.at.momentum, weight_decay=c.at.weight_decay, **schedule)
     train_step = steps.make_train_step(s.model, tx, s.mesh, regime=c.at.regime,
                                        attack=steps.attack_kwargs(c.attack), attack_bn=c.at.attack_bn,
                                        beta=c.at.beta, awp_gamma=c.at.awp_gamma if c.at.awp else 0.0,
-                                       awp_warmup_steps=c.at.awp_warmup * spe)
+                                       awp_warmup_steps=c.at.awp_warmup * spe, clip_start=c.at.clip_start,
+                                       extra_clean_pass=c.at.extra_clean_pass)
     val_step = s.eval_step(restarts=1)
     best, history = fit(name="at", directory=os.path.join(s.workdir, "at", "checkpoints"),
                         state=TrainState.create(s.init_variables, tx), train_step=train_step,
                         train=s.splits["train"], batch_size=c.at.batch_size, epochs=c.at.epochs, seed=c.seed,
                         mesh=s.mesh, validate=lambda v: s.evaluate(val_step, v, s.val_robust, "at val"),
                         select="robust_accuracy", writer=s.writer,
-                        learning_rate=lr_schedule(c.at.learning_rate, steps_per_epoch=spe,
-                                                  decay_epochs=c.at.decay_epochs, decay_factor=c.at.decay_factor))
+                        learning_rate=lr_schedule(c.at.learning_rate, **schedule))
     write_json(os.path.join(s.workdir, "at", "history.json"), history)
     figures.training_curves(history, os.path.join(s.workdir, "at", "curves.png"), tables.regime_label(c.at.to_dict()))
     checkpoint.save_variables(path, best, info=s.info)
@@ -164,7 +166,8 @@ def interpolation(s: Task, r) -> dict:
                      n=len(s.val_robust))
     out = {"sweep": sweep, "alpha_star": sweep[i]["alpha"], "reference": reference, "tolerance": c.interp.tolerance}
     write_json(os.path.join(s.workdir, "interpolation.json"), out)
-    figures.alpha_curve(sweep, out["alpha_star"], os.path.join(s.workdir, "interpolation.png"))
+    figures.alpha_curve(sweep, out["alpha_star"], os.path.join(s.workdir, "interpolation.png"),
+                        acceptance=reference["robust_accuracy"] - c.interp.tolerance)
     return out
 
 
@@ -188,11 +191,19 @@ def report(s: Task, r) -> dict:
     at_variables, rift_variables, rows, interp = r["at"], _rift_variables(r), r["mrc"], r["interp"]
     modules = choose_modules(rows, c.ft.modules, c.ft.top_k)
     test_step = s.eval_step(restarts=c.eval.restarts)
-    at = s.evaluate(test_step, at_variables, s.splits["test"], "test θ_AT")
-    rift = s.evaluate(test_step, rift_variables, s.splits["test"], "test θ_RiFT")
+    at = s.evaluate(test_step, at_variables, s.splits["test"], "test θ_AT", per_example=True)
+    rift = s.evaluate(test_step, rift_variables, s.splits["test"], "test θ_RiFT", per_example=True)
     ood_results = r["ood"] or None
     for name, m in (("at", at), ("rift", rift)):
         m["ood_accuracy"] = ood_results["ood_accuracy"][name] if ood_results else None  # None: not computed
+    # Every Δ with its paired bootstrap 95% interval over the same test images (rwsjax.report.intervals).
+    scores = {k: (at["per_example"][v], rift["per_example"][v])
+              for k, v in (("clean_accuracy", "clean"), ("robust_accuracy", "robust"))}
+    if ood_results and ood_results.get("per_image"):
+        sets = ood_results["per_image_sets"]
+        scores["ood_accuracy"] = tuple(np.asarray(ood_results["per_image"][m]) / sets for m in ("at", "rift"))
+    interval = {k: paired_bootstrap(a, b, seed=c.seed) for k, (a, b) in scores.items()}
+    del at["per_example"], rift["per_example"]
     if c.eval.autoattack:
         at["autoattack"] = s.autoattack(at_variables, "AutoAttack-lite θ_AT")
         rift["autoattack"] = s.autoattack(rift_variables, "AutoAttack-lite θ_RiFT")
@@ -205,7 +216,8 @@ def report(s: Task, r) -> dict:
                    else tables.regime_label(c.at.to_dict())), "at_config": c.at.to_dict(),
         "splits": {k: len(v) for k, v in s.splits.items()},
         "attack": {"eval": s.eval_attack, "restarts": c.eval.restarts},
-        "at": at, "rift": rift, "alpha_star": interp["alpha_star"], "finetuned_modules": modules,
+        "at": at, "rift": rift, "intervals": interval, "alpha_star": interp["alpha_star"],
+        "finetuned_modules": modules,
         "mrc": [{k: v for k, v in row.items() if k != "history"} for row in rows],
         "interpolation": interp["sweep"], "timings_s": timings,
         "ood": None if ood_results is None else {
@@ -227,6 +239,7 @@ def report(s: Task, r) -> dict:
              f"{len(s.splits['test'])} test images reported here (`mrc.split=test`, protocol "
              f"`{results['protocol']}`, as the official code does).", ""] if c.mrc.split == "test" else []),
           tables.rift_table(results), "",
+          tables.interval_note(interval, len(s.splits["test"])), "",
           f"Fine-tuned module(s): {', '.join(modules)} (strategy `{c.ft.modules}`); α* = {interp['alpha_star']:.1f}.",
           *([f"Adversarial accuracy as the worst of the {c.eval.restarts} whole PGD runs (RiFT's paper; the table "
              f"gives the per-example worst case, which is ≤ it): θ_AT {at['robust_worst_run_accuracy']:.2f}%, "
@@ -280,6 +293,16 @@ def validate(config) -> list[str]:
     if get(config, "at.awp") and regime is not None and not regime.adversarial:
         adversarial = [n for n, r in regimes.REGIMES.items() if r.adversarial]
         p.append(f"config.at.awp=True needs an adversarial config.at.regime ({', '.join(adversarial)})")
+    elif get(config, "at.awp") and regime is not None and not regime.awp_gamma and get(config, "at.awp_gamma") is None:
+        p.append(f"config.at.awp=True with config.at.regime={config.at.regime} needs --config.at.awp_gamma "
+                 "(AWP has no recipe for this regime)")
+    choice(p, config, "at.lr_schedule", regimes.LR_SCHEDULES)
+    if regime is not None and regime.objective is not None and get(config, "at.attack_bn") == "train":
+        p.append(f"config.at.attack_bn=train (Bag of Tricks' PGD-AT mode) does not apply to "
+                 f"config.at.regime={config.at.regime}: use batch or eval (its official code: eval)")
+    if regime is not None and regime.objective is None and get(config, "at.extra_clean_pass"):
+        p.append(f"config.at.extra_clean_pass=True is TRADES's third pass; config.at.regime={config.at.regime} "
+                 "has no pair objective")
     choice(p, config, "at.attack_bn", ATTACK_BN_MODES)
     choice(p, config, "ft.bn_mode", BN_MODES)
     choice(p, config, "ft.modules", STRATEGIES)

@@ -27,6 +27,7 @@ import numpy as np
 
 from rwsjax.data.sources import DATASETS
 from rwsjax.report import rws_figures, tables
+from rwsjax.report.intervals import RESAMPLES, paired_bootstrap
 from rwsjax.report.writers import read_json, write_json, write_text
 from rwsjax.rws import analysis, patching, signatures
 from rwsjax.train import checkpoint, sharding
@@ -206,8 +207,10 @@ def _table(s: Context, r) -> dict:
     full_mb = analysis.full_model_bytes(clean["params"]) / 1e6
     composed = s.patched(clean, [(sig["fp32"][n], float(c.signature.compose_lam)) for n in s.names],
                          mode=c.signature.compose)
-    ta_clean = s.a.accuracy(clean, s.a.splits["test"], "θ_clean test")
-    ta_composed = s.a.accuracy(composed, s.a.splits["test"], "composed test")
+    # Per test image correct or not, so every change from the clean model gets its paired bootstrap interval.
+    test = s.a.splits["test"]
+    ta_clean = s.a.correct(clean, test, "θ_clean test")
+    ta_composed = s.a.correct(composed, test, "composed test")
     rows, removal_exact = [], True
     for n in s.names:
         # (method, storage MB, variables, TA when already measured)
@@ -221,11 +224,17 @@ def _table(s: Context, r) -> dict:
         if c.signature.bn != "target":  # the BN effect alone, without any weight patch
             methods.append((f"clean model, BN {c.signature.bn} (no weight patch)", None, s.finalize(clean, s.a, [n]),
                             None))
+        ra_clean = None
         for method, mb, v, ta in methods:
             if ta is None:
-                ta = s.a.accuracy(v, s.a.splits["test"], f"{method} test")
-            rows.append({"corruption": n, "method": method, "storage_mb": mb, "ta": ta,
-                         "ra": s.a.accuracy(v, s.corrupted(s.a, n, "test"), f"{method} {n}")})
+                ta = s.a.correct(v, test, f"{method} test")
+            ra = s.a.correct(v, s.corrupted(s.a, n, "test"), f"{method} {n}")
+            ra_clean = ra if ra_clean is None else ra_clean
+            row = {"corruption": n, "method": method, "storage_mb": mb, "ta": 100.0 * ta.mean(), "ra": 100.0 * ra.mean()}
+            if v is not clean:
+                row.update(ta_delta=paired_bootstrap(ta_clean, ta, seed=c.seed),
+                           ra_delta=paired_bootstrap(ra_clean, ra, seed=c.seed))
+            rows.append(row)
         back = patching.Patched(clean).add(sig["fp32"][n], lam).remove(0).variables
         removal_exact &= all(np.asarray(x).tobytes() == np.asarray(y).tobytes()
                              for x, y in zip(jax.tree.leaves(back), jax.tree.leaves(clean)))
@@ -328,6 +337,7 @@ def _report(s: Context, r) -> dict:
         "model": c.model.name, "width_multiplier": c.model.width_multiplier, "dataset": c.data.name,
         "transfer_dataset": c.transfer.dataset, "corruptions": s.names, "severity": s.severity,
         "signature_layers": sig["modules"], "bn": c.signature.bn, "full_model_mb": full_mb, "table": table["rows"],
+        "test_images": len(s.a.splits["test"]),
         "removal_exact": table["removal_exact"],
         "times_smaller": {n: {"fp32": full_mb / sig["size"][n], f"{c.signature.bits}bit": full_mb / sig["qsize"][n]}
                           for n in s.names},
@@ -350,6 +360,9 @@ def write_report(workdir, c, r) -> None:
           f"bytes on disk (full model = float32 weights, {r['full_model_mb']:.3f} MB). BN: `{r['bn']}`. "
           f"Signature layers: {', '.join(r['signature_layers'])}.", "",
           tables.rws_table(r["table"]), "",
+          f"ΔTA / ΔRA: change from the clean model in points, [95% paired bootstrap interval] over the same "
+          f"{r['test_images']:,} test images ({RESAMPLES:,} resamples, seed {c.seed}); \"CI contains 0\": no "
+          "change detectable at this test size.", "",
           ratios, "",
           f"Removing a patch returns θ_clean bit for bit: {r['removal_exact']}.", "",
           "## Transfer", "", tables.markdown_table(
