@@ -215,7 +215,7 @@ def test_one_step_equals_the_official_code(setup, case):
     assert moved > 1e-4  # the step moved the weights (and, in train mode, the statistics)
 
 
-@pytest.mark.parametrize("case", ["pgd_at_bn_train", "pgd_at_bn_eval", "trades", "mart"])
+@pytest.mark.parametrize("case", ["pgd_at_bn_train", "trades", "mart"])  # eval-mode BN: TRADES, MART
 def test_training_attack_equals_the_official_loop(setup, case):
     """3 PGD steps as the step crafts them (start, loss, BN mode, projection) against the official loop: the
     same examples but for the few pixels whose gradient is at float-noise level (the sign step then can go
