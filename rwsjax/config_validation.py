@@ -58,8 +58,15 @@ def common(config) -> list[str]:
         if value is not None and (len(value) != 3 or (field == "model.std" and min(value) <= 0)):
             problems.append(f"config.{field}={tuple(value)} must be 3 per-channel values in [0, 1] pixel scale"
                             f"{' (all > 0)' if field == 'model.std' else ''}, e.g. --config.{field}={example}")
+    from rwsjax.train.checkpoint import CheckpointError
+    from rwsjax.workflows.common import checkpoint_path
     for field in ("init_checkpoint", "checkpoint"):
         path = get(config, field)
+        try:
+            path = checkpoint_path(path)
+        except CheckpointError as e:
+            problems.append(f"config.{field}: {e}")
+            continue
         if path and not os.path.exists(path):
             problems.append(f"config.{field}={path!r} does not exist: give an rwsjax variables directory "
                             "(WORKDIR/at/final) or a PyTorch state_dict file (.pt, .pth, .safetensors)")

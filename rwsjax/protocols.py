@@ -9,7 +9,7 @@ one (``--config.mrc.split=test``). ``docs/protocols.md`` is this table
 
 References are to the official repositories at the commits read:
 RiFT — microsoft/robustlearn ``RiFT/main.py`` (commit 31580cd);
-RWS — VITA-Group/Robust_Weight_Signatures ``model_patching.py``, ``tools.py``.
+RWS — VITA-Group/Robust_Weight_Signatures ``model_patching.py``, ``tools.py`` (commit 4c796da).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-__all__ = ["Deviation", "PROTOCOLS", "RIFT", "Same", "resolve", "table"]
+__all__ = ["Deviation", "PROTOCOLS", "RIFT", "RWS", "Same", "resolve", "table"]
 
 PROTOCOLS = ("rwsjax", "official")
 
@@ -78,8 +78,48 @@ RIFT: tuple[Deviation, ...] = (
 )
 
 
+RWS: tuple[Deviation, ...] = (
+    Deviation("signature.k", 5, 7, "model_patching.py:189 (`--keep_num`, default 7)",
+              "7 units (the stem and six residual blocks on a ResNet)",
+              "the 5 shallowest conv layers (ResNet-18: the stem and the first two blocks)",
+              "the RWS paper's figures use k = 5 for VGG-16; the k sweep reports the others"),
+    Deviation("signature.layers", "convs", "blocks", "tools.py:219-250 (`select_layers`, `arch='resnet50'`)",
+              "on ResNets k counts the stem and the residual blocks, a block bringing all its convs; on VGG-16 "
+              "every conv layer (the same as `convs`)",
+              "k counts conv layers in forward order (every architecture alike)",
+              "one rule for every architecture, and the k sweep moves one layer at a time"),
+    Deviation("signature.transplant", False, True, "model_patching.py:35-36 (`'bn' in key or 'downsample' in key`)",
+              "every BN tensor (scale, bias, running statistics) and every projection-shortcut tensor of the "
+              "patched model is the mean over the robust models of the patch",
+              "θ_clean's BN and shortcut tensors are kept: a patch changes only the signature's layers",
+              "a signature file is the whole patch (it needs no robust model at patch time), and removal is exact"),
+    Deviation("signature.bn", "target", "reestimate_corrupted",
+              "model_patching.py:131-145 (`bn_update` on the corrupted training loaders, ResNets)",
+              "BN running statistics re-estimated on the training images corrupted by the patch's corruptions",
+              "the target's running statistics are kept (a pure weight patch); `reestimate_corrupted` and "
+              "`reestimate_clean` are options, with a BN-only row in the table",
+              "separates what the weights do from what BN re-estimation does (docs/rws.md)"),
+    Deviation("signature.bn_weighting", "batch", "sample", "tools.py:65 (`momentum = b / (n + b)`)",
+              "re-estimated statistics weight each batch by its size",
+              "every batch weighs the same (PyTorch `momentum=None`)",
+              "the same with equal batches; rwsjax's batches are equal but the last"),
+    Deviation("signature.bn_blend", False, True, "model_patching.py:142-145 (`if args.alpha < 1`)",
+              "for λ < 1 the running statistics are (1 − λ)·patched + λ·re-estimated",
+              "the re-estimated statistics as they are, for every λ",
+              "a λ sweep then measures the weights' λ alone"),
+    Deviation("signature.lambda_twice", False, True, "model_patching.py:39-40, 64 (`* weight[idx]`, "
+              "`torch.diag(weight).matmul(vectors)`)",
+              "λ multiplies θ_c − θ_pre and again the projected vectors: the patch is θ + λ²·RWS",
+              "θ + λ·RWS, the paper's equation", "the paper's equation; at λ = 1 the two agree"),
+    Deviation("signature.compose", "sum", "mean", "model_patching.py:121-123 (`weight = args.alpha * weight / "
+              "len(state_dicts)`)",
+              "a composition of C signatures gives each the weight λ/C (then λ twice: (λ/C)²)",
+              "θ + λ·Σ_c RWS_c", "each corruption's signature keeps the strength it has alone"),
+)
+
+
 def resolve(config) -> None:
-    """Fills every `Deviation` field that is None with the value of ``config.protocol`` (in place).
+    """Fills every `Deviation` field (of `RIFT` and `RWS`) that is None with ``config.protocol``'s value (in place).
 
     Raises:
       ValueError: ``config.protocol`` is not one of `PROTOCOLS`.
@@ -87,7 +127,7 @@ def resolve(config) -> None:
     protocol = config.get("protocol", "rwsjax")
     if protocol not in PROTOCOLS:
         raise ValueError(f"config.protocol={protocol!r} is not one of {list(PROTOCOLS)}")
-    for d in RIFT:
+    for d in RIFT + RWS:
         block, key = d.field.split(".")
         if block in config and key in config[block] and config[block][key] is None:
             value = d.official if protocol == "official" else d.ours

@@ -51,6 +51,7 @@ SKIP = {
 
 CHECK = {
     "rwsjax run --config=rift:cpu --workdir=runs/rift_official --config.protocol=official",  # tests/test_pipeline.py
+    "rwsjax run --config=rws:cpu --workdir=runs/rws_official --config.protocol=official",  # tests/test_rws_pipeline.py
     "rwsjax run --config=rift:paper --workdir=runs/rift_paper",
     "rwsjax run --config=rift:cpu --workdir=runs/rift_cpu_trades --config.at.regime=trades",
     "rwsjax run --config=rws:cpu --workdir=runs/rws_cpu",
@@ -108,6 +109,7 @@ def test_every_skipped_or_checked_command_is_in_the_docs():
     assert CHECK <= found, CHECK - found
 
 
+@pytest.mark.slow
 def test_the_readme_and_docs_run(tmp_path):
     if not os.path.isdir(os.path.join(os.environ.get("TFDS_DATA_DIR", ""), "cifar10")):
         pytest.skip("needs the prepared CIFAR-10/100 (TFDS_DATA_DIR)")

@@ -134,3 +134,22 @@ def test_saved_directories_say_what_they_hold(smoke_model, tmp_path):
         got_model, got = rwsjax.load(source, architecture="resnet18", dataset="cifar10", width_multiplier=0.0625)
         assert got_model == model
         chex.assert_trees_all_equal(got, v)
+
+
+def test_packaged_checkpoints_resolve_or_name_the_pip_command(monkeypatch):
+    """``pyautoattack:model_test.pt`` is the file inside the installed package; without the package, one line
+    with the pip command; an unknown packaged name lists the known ones; other paths pass through."""
+    import importlib.util
+
+    from rwsjax.train.checkpoint import CheckpointError
+    from rwsjax.workflows.common import checkpoint_path
+    assert checkpoint_path("runs/rift_cpu/at/final") == "runs/rift_cpu/at/final"
+    if importlib.util.find_spec("pyautoattack") is not None:
+        path = checkpoint_path("pyautoattack:model_test.pt")
+        assert path.endswith(os.path.join("pyautoattack", "examples", "model_test.pt")) and os.path.isfile(path)
+    with pytest.raises(CheckpointError, match=r"unknown packaged model; known: \['pyautoattack:model_test.pt'\]"):
+        checkpoint_path("pyautoattack:other.pt")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pyautoattack" else real(name, *a))
+    with pytest.raises(CheckpointError, match="not installed: pip install --no-deps pyautoattack"):
+        checkpoint_path("pyautoattack:model_test.pt")

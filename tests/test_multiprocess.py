@@ -102,6 +102,7 @@ def runs(tmp_path_factory):
 
 
 @needs_data
+@pytest.mark.slow
 def test_two_processes_match_one_device(runs):
     root, multi, single, _ = runs
     at = str(root / "at")

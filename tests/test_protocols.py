@@ -31,6 +31,21 @@ def test_fields_resolve_to_the_protocol_and_explicit_values_win():
     assert c.mrc.attack_step_size == pytest.approx(2 / 225)
 
 
+def test_rws_fields_resolve_to_the_protocol():
+    from rwsjax.configs import rws
+    c = rws.get_config("cpu")
+    resolve_defaults(c)
+    sc = c.signature
+    assert (sc.k, sc.layers, sc.transplant, sc.bn, sc.bn_weighting, sc.bn_blend, sc.lambda_twice, sc.compose) == (
+        5, "convs", False, "target", "batch", False, False, "sum")
+    c = rws.get_config("cpu")
+    c.protocol, c.signature.bn = "official", "target"
+    resolve_defaults(c)
+    sc = c.signature
+    assert (sc.k, sc.layers, sc.transplant, sc.bn, sc.bn_weighting, sc.bn_blend, sc.lambda_twice, sc.compose) == (
+        7, "blocks", True, "target", "sample", True, True, "mean")
+
+
 def test_unknown_protocol_is_a_config_error():
     from rwsjax.config_validation import ConfigError
     from rwsjax.workflows import validate
@@ -43,9 +58,10 @@ def test_unknown_protocol_is_a_config_error():
 def test_docs_list_every_deviation():
     with open(os.path.join(ROOT, "docs", "protocols.md")) as f:
         text = f.read()
-    assert protocols.table(protocols.RIFT) in text
-    for d in protocols.RIFT:
-        assert f"`--config.{d.field}`" in text
+    for deviations in (protocols.RIFT, protocols.RWS):
+        assert protocols.table(deviations) in text
+        for d in deviations:
+            assert f"`--config.{d.field}`" in text
 
 
 @pytest.fixture(scope="module")

@@ -45,27 +45,31 @@ def _final_state(stage_dir):
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["at", "zoo"])
 def test_killed_and_preempted_run_resumes_bit_identically(tmp_path, mode):
-    """SIGKILL, then SIGTERM (``at``) or SIGINT (``zoo``), then SIGKILL again: the resumed run ends bit-identical
-    to an uninterrupted one."""
+    """``at``: SIGKILL, then SIGTERM, then, resumed, SIGINT; ``zoo`` (the RWS stage): SIGKILL. The resumed run
+    ends bit-identical to an uninterrupted one."""
     interrupted, straight = str(tmp_path / "interrupted"), str(tmp_path / "straight")
     stage = STAGE_DIRS[mode]
     # SIGKILL right after step 2 (end of epoch 1, before its checkpoint): starts over.
     r = _run(mode, interrupted, "2:KILL")
     assert r.returncode == -9, r.stderr[-2000:]
     assert not os.path.exists(os.path.join(interrupted, stage, "checkpoints", "2"))
-    # SIGTERM (a preemption notice; exit 143) or SIGINT (Ctrl-C; exit 130) after step 3 (mid-epoch 2): finishes
-    # the step, checkpoints step 3, exits with a message.
-    signal, status = ("SIGTERM", 143) if mode == "at" else ("SIGINT", 130)
-    r = _run(mode, interrupted, f"3:{signal[3:]}")
-    assert r.returncode == status, r.stderr[-2000:]
-    assert f"{signal} received: checkpoint written at step 3" in r.stderr
-    assert os.path.isdir(os.path.join(interrupted, stage, "checkpoints", "3"))
-    # SIGKILL after step 5: resumes from the end-of-epoch-2 checkpoint (step 4), dies again.
-    r = _run(mode, interrupted, "5:KILL")
-    assert r.returncode == -9 and "resumed from" in r.stdout and "at step 3" in r.stdout, r.stdout[-2000:]
+    last = 0
+    if mode == "at":
+        # SIGTERM (a preemption notice; exit 143) after step 3 (mid-epoch 2): finishes the step, checkpoints
+        # step 3, exits with a message.
+        r = _run(mode, interrupted, "3:TERM")
+        assert r.returncode == 143, r.stderr[-2000:]
+        assert "SIGTERM received: checkpoint written at step 3" in r.stderr
+        assert os.path.isdir(os.path.join(interrupted, stage, "checkpoints", "3"))
+        # Resumed from step 3, SIGINT (Ctrl-C; exit 130) after step 5: checkpoints step 5.
+        r = _run(mode, interrupted, "5:INT")
+        assert r.returncode == 130 and "resumed from" in r.stdout and "at step 3" in r.stdout, r.stdout[-2000:]
+        assert "SIGINT received: checkpoint written at step 5" in r.stderr
+        last = 5
     r = _run(mode, interrupted)
-    assert r.returncode == 0 and "at step 4" in r.stdout, r.stderr[-2000:]
-    assert "resumed and computed in" in r.stdout  # the stage runner saw the started stage
+    assert r.returncode == 0, r.stderr[-2000:]
+    if last:
+        assert f"at step {last}" in r.stdout and "resumed and computed in" in r.stdout  # the runner saw the stage
     assert _run(mode, straight).returncode == 0
     (step_a, a), (step_b, b) = (_final_state(os.path.join(d, stage)) for d in (interrupted, straight))
     assert step_a == step_b == 6

@@ -444,3 +444,34 @@ def test_relative_difference_and_cosine(vgg, vgg_sigs):
                                                     "b": {"w": np.array([0.0, 2.0]), "x": np.ones(2)}})
     np.testing.assert_allclose(sim, [[1.0, 0.0], [0.0, 1.0]])
     assert analysis.full_model_bytes(pre) == 4 * sum(x.size for x in jax.tree.leaves(pre))
+
+
+def test_official_bn_and_shortcut_rules_on_resnet18():
+    """The official patch's BN/shortcut handling by module type on the kuangliu ResNet-18: every BatchNorm and
+    both leaves of every projection shortcut; their mean over two models; (1 − λ)·own + λ·re-estimated."""
+    model = create_model("resnet18", num_classes=10, width_multiplier=0.0625)
+    v = jax.device_get(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False))
+    names = patching.transplant_modules(v)
+    assert "bn1" in names and "layer2.0.shortcut.0" in names and "layer2.0.shortcut.1" in names
+    assert "conv1" not in names and "layer1.0.conv1" not in names and len(names) == 17 + 3 + 3
+    assert patching.transplant_modules({"params": {"features_0": {"kernel": np.zeros((3, 3, 3, 4))}}}) == []
+    shift = lambda t, c: jax.tree.map(lambda x: x + c, t)  # noqa: E731
+    a, b = shift(v, 1.0), shift(v, 3.0)
+    out = patching.transplant_mean(v, [a, b], names)
+    np.testing.assert_allclose(out["params"]["bn1"]["scale"], v["params"]["bn1"]["scale"] + 2.0, rtol=1e-6)
+    np.testing.assert_allclose(out["batch_stats"]["layer2_0"]["shortcut_1"]["var"],
+                               v["batch_stats"]["layer2_0"]["shortcut_1"]["var"] + 2.0, rtol=1e-6)
+    np.testing.assert_allclose(out["params"]["layer2_0"]["shortcut_0"]["kernel"],
+                               v["params"]["layer2_0"]["shortcut_0"]["kernel"] + 2.0, rtol=1e-6)
+    assert out["params"]["conv1"] is v["params"]["conv1"]
+    with pytest.raises(ValueError, match="not in the target"):
+        patching.transplant_mean(v, [a], ["layer9.0.bn1"])
+    blended = patching.blend_batch_stats(b, v, 0.25)  # (1 − 0.25)·v + 0.25·(v + 3) = v + 0.75
+    np.testing.assert_allclose(blended["batch_stats"]["bn1"]["mean"], v["batch_stats"]["bn1"]["mean"] + 0.75,
+                               rtol=1e-6, atol=1e-6)
+    assert blended["params"] is b["params"]
+    convs = sg.conv_modules(v["params"], call_order(model, v, np.zeros((1, 32, 32, 3), np.float32)))
+    assert sg.count_blocks(convs) == 9
+    assert sg.select_blocks(convs, 4) == ["conv1", "layer1.0.conv1", "layer1.0.conv2", "layer1.1.conv1",
+                                          "layer1.1.conv2", "layer2.0.conv1", "layer2.0.conv2", "layer2.0.shortcut.0"]
+    assert sg.select_blocks(convs, 4, shortcuts=False)[-1] == "layer2.0.conv2"

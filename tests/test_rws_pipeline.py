@@ -22,7 +22,8 @@ def test_rws_smoke_pipeline(tmp_path):
     assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
     r = json.loads((workdir / "results.json").read_text())
     assert r["corruptions"] == ["gaussian_noise", "fog"]
-    assert r["signature_layers"] == ["features.0", "features.2"]  # the k=2 shallowest conv layers of VGG-16
+    assert r["signature_layers"] == ["conv1", "layer1.0.conv1"]  # the k=2 shallowest conv layers of ResNet-18
+    assert r["protocol"] == "rwsjax" and r["switches"]["signature.transplant"] is False
     assert r["removal_exact"] is True
     methods = {row["method"] for row in r["table"]}
     assert len(r["table"]) == 2 * len(methods) == 10
@@ -70,5 +71,23 @@ def test_rws_smoke_pipeline(tmp_path):
     for stage in ("signatures", "table", "sweeps", "transfer", "analyses", "report"):
         assert f"[rws] {stage}: computed in" in p.stdout
     k1 = json.loads((workdir / "results.json").read_text())
-    assert k1["signature_layers"] == ["features.0"] and k1["table"] != r["table"]
+    assert k1["signature_layers"] == ["conv1"] and k1["table"] != r["table"]
     assert k1["timings_s"]["cifar10_fog"] == r["timings_s"]["cifar10_fog"]  # the zoo model's recorded time
+
+    # protocol=official: the official code's patch — k counts the stem and residual blocks, every BN and shortcut
+    # tensor is the robust models' mean, BN re-estimated on the corrupted training images (mixed in proportion
+    # λ below 1), λ applied twice, the mean composition — on the same zoo.
+    p = subprocess.run(cmd + ["--config.signature.k=2", "--config.protocol=official", "--config.redo=signatures"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
+    off = json.loads((workdir / "results.json").read_text())
+    assert off["protocol"] == "official" and off["switches"] == {
+        "signature.k": 2, "signature.layers": "blocks", "signature.transplant": True,
+        "signature.bn": "reestimate_corrupted", "signature.bn_weighting": "sample", "signature.bn_blend": True,
+        "signature.lambda_twice": True, "signature.compose": "mean"}
+    assert off["signature_layers"] == ["conv1", "layer1.0.conv1", "layer1.0.conv2"]  # the stem + one block
+    methods = [row["method"] for row in off["table"] if row["corruption"] == "fog"]
+    assert methods[2] == "clean + RWS (fp32, k=2 blocks, λ=1)" and "(no weight patch)" in methods[-1]
+    fog = {row["method"]: row for row in off["table"] if row["corruption"] == "fog"}
+    assert fog[methods[2]] != next(x for x in r["table"] if x["corruption"] == "fog" and "fp32" in x["method"])
+    assert "Protocol `official`" in (workdir / "report.md").read_text()

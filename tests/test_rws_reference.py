@@ -1,16 +1,20 @@
 """RWS extraction, quantization and patching against a PyTorch transliteration of the official code.
 
 Reference (VITA-Group/Robust_Weight_Signatures, commit 4c796da), transliterated line by line in
-`official_decompose` (CUDA calls dropped): ``model_patching.py`` ``decompose`` (lines 22-69) with
-``tools.py`` ``select_layers`` (206-218, VGG-16: the first ``keep_num`` conv layers' weight and bias) and
-``get_projection`` (74-85), and ``quantize_utils/func.py`` ``linear_quant`` (11-32: ``n_nums`` levels,
-``clamp=False``) with ``quant_utils.py`` ``AffineQuantize`` (round).  The official patch for corruptions
-c with weights λ_c is θ_patched + Σ_c λ_c · proj⊥((θ_c − θ_pre)·λ_c): λ enters twice (docs/protocols.md).
+`official_decompose` (CUDA calls dropped): ``model_patching.py`` ``decompose`` (lines 23-72) with
+``tools.py`` ``select_layers`` (206-255: on VGG-16 the first ``keep_num`` conv layers' weight and bias, on
+ResNet-50 the stem and the first ``keep_num`` − 1 bottleneck blocks) and ``get_projection`` (74-85), and
+``quantize_utils/func.py`` ``linear_quant`` (11-32: ``n_nums`` levels, ``clamp=False``) with
+``quant_utils.py`` ``AffineQuantize`` (round).  The official patch for corruptions c with weights λ_c is
+θ_patched + Σ_c λ_c · proj⊥((θ_c − θ_pre)·λ_c): λ enters twice (docs/protocols.md); on ResNets every BN and
+downsample tensor is the robust models' mean.
 
 rwsjax: `extract` (projection per tensor) + `quantize` / `dequantize` (``bits`` = log2 of the official
-``--quantization`` levels) + `patch` with λ_c² for the official λ_c.  The state dicts are those of rwsjax's
-VGG-16 (the RWS CIFAR model) at width ×0.25: θ_pre at initialization, θ_clean and θ_c as θ_pre plus
-correlated random updates (the arithmetic does not depend on how the models were trained).
+``--quantization`` levels) + `patch` with λ_c² for the official λ_c, and, for the ResNet-50 of the official
+code, `select_blocks` + `patch(..., lambda_twice=True, transplant_from=...)` (``protocol=official``).  The
+state dicts are those of rwsjax's VGG-16 (×0.25) and torchvision-layout ResNet-50 (×0.125): θ_pre at
+initialization, θ_clean and θ_c as θ_pre plus correlated random updates (the arithmetic does not depend on
+how the models were trained).
 """
 
 from __future__ import annotations
@@ -156,3 +160,138 @@ def test_projection_is_the_official_matrix_form(models):
     ref = get_projection(torch.from_numpy(a.ravel()), torch.from_numpy(v.reshape(1, -1))).numpy()[0]
     np.testing.assert_allclose(project_out(v, a).ravel(), ref, rtol=1e-5, atol=1e-8)
     assert abs(float(np.dot(project_out(v, a).ravel(), a.ravel()))) < 1e-6 * np.linalg.norm(a) * np.linalg.norm(v)
+
+
+# --------------------------------------------------------------------------- ResNet (protocol=official)
+
+def select_layers_resnet50(state_dict, keep_num):
+    """``tools.py:206-255`` (``arch='resnet50'``): the stem and the first keep_num − 1 bottleneck blocks."""
+    num = 0
+    key_list = []
+    for key in state_dict.keys():
+        if 'layer' in key and 'conv1' in key:
+            num += 1
+            identifier = key[:9]
+            key_list.append(identifier + 'conv1.weight')
+            key_list.append(identifier + 'bn1.weight')
+            key_list.append(identifier + 'bn1.bias')
+            key_list.append(identifier + 'conv2.weight')
+            key_list.append(identifier + 'bn2.weight')
+            key_list.append(identifier + 'bn2.bias')
+            key_list.append(identifier + 'conv3.weight')
+            key_list.append(identifier + 'bn3.weight')
+            key_list.append(identifier + 'bn3.bias')
+            key_list.append(identifier + 'downsample.0.weight')
+            key_list.append(identifier + 'downsample.1.weight')
+            key_list.append(identifier + 'downsample.1.bias')
+        elif 'conv1' in key:
+            num += 1
+            key_list.append('conv1.weight')
+            key_list.append('bn1.weight')
+            key_list.append('bn1.bias')
+        if num == keep_num:
+            break
+    return key_list
+
+
+def official_decompose_resnet(state_dicts, pretrained_weight, patched_weight, base_weight, weight, keep_num):
+    """``model_patching.py:23-72`` on ResNet-50 (float32, the BN/downsample branch first)."""
+    key_list = select_layers_resnet50(state_dicts[0], keep_num)
+    new_dict = {}
+    for key in state_dicts[0].keys():
+        if ('bn' in key or 'downsample' in key) and 'num' not in key:
+            new_dict[key] = torch.mean(torch.stack([state[key] for state in state_dicts], dim=0), dim=0)
+        elif key in key_list:
+            param = torch.stack([(state[key] - pretrained_weight[key]) * weight[idx]
+                                 for idx, state in enumerate(state_dicts)], dim=0)
+            param = param.reshape(len(state_dicts), -1)
+            vectors = get_projection((base_weight[key] - pretrained_weight[key]).flatten(), param)
+            vector_combinations = torch.sum(torch.diag(weight).matmul(vectors), dim=0)
+            new_dict[key] = vector_combinations.reshape_as(pretrained_weight[key]) + patched_weight[key]
+        else:
+            new_dict[key] = patched_weight[key]
+    return new_dict
+
+
+@pytest.fixture(scope="module")
+def resnet50_zoo():
+    """θ_pre, θ_clean and two θ_c of rwsjax's torchvision-layout ResNet-50 at width ×0.125, BN running
+    statistics included (every model has its own), and its conv layers in forward order."""
+    import jax
+    import jax.numpy as jnp
+
+    from rwsjax.models.registry import create_model
+    from rwsjax.rws.signatures import conv_modules
+    from rwsjax.weights.modules import call_order
+
+    model = create_model("resnet50_imagenet", num_classes=10, width_multiplier=0.125)
+    x = np.zeros((1, 64, 64, 3), np.float32)
+    pre = jax.device_get(model.init(jax.random.PRNGKey(0), jnp.asarray(x), train=False))
+    rng = np.random.default_rng(1)
+    noise = lambda p, s: (s * rng.standard_normal(p.shape)).astype(np.float32)  # noqa: E731
+    shared = jax.tree.map(lambda p: noise(p, 0.02), pre)
+    clean = jax.tree.map(lambda p, d: p + d, pre, shared)
+    robust = [jax.tree.map(lambda p, d: p + 0.6 * d + noise(p, 0.01) + 0.1 * abs(noise(p, 1.0)), pre, shared)
+              for _ in range(2)]  # "+ |noise|": running variances stay positive
+    layers = conv_modules(pre["params"], call_order(model, pre, x))
+    return pre, clean, robust, layers
+
+
+def _tv_state(variables):
+    import torch_models
+    from rwsjax.models import pytorch_io
+    twin = torch_models.tv_resnet50(width=0.125, num_classes=10)
+    twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in pytorch_io.export_state_dict(variables).items()},
+                         strict=False)
+    return {k: v.clone() for k, v in twin.state_dict().items()}
+
+
+@pytest.mark.parametrize("lams,mode", [((0.6,), "sum"), ((1.0, 1.0), "mean"), ((0.8, 0.8), "mean")])
+def test_official_protocol_patch_equals_the_official_decompose_on_resnet50(resnet50_zoo, lams, mode):
+    """``protocol=official`` on the official code's own ResNet: keep_num = 3 units (the stem and two bottleneck
+    blocks, `select_blocks`), λ applied twice (the mean's λ/C squared), every BN tensor — running statistics
+    included — and every downsample tensor the mean over the robust models; all other tensors θ_clean's."""
+    from rwsjax.rws.patching import patch, transplant_modules
+    from rwsjax.rws.signatures import extract, make_signature, select_blocks
+
+    pre, clean, robust, layers = resnet50_zoo
+    robust = robust[: len(lams)]
+    modules = select_blocks(layers, 3, shortcuts=False)
+    assert modules == ["conv1"] + [f"layer1.{b}.conv{i}" for b in (0, 1) for i in (1, 2, 3)]
+    sigs = [make_signature(extract(r["params"], pre["params"], clean["params"], modules=modules),
+                           architecture="resnet50_imagenet", width_multiplier=0.125, num_classes=10,
+                           base=pre["params"], corruption=f"c{i}") for i, r in enumerate(robust)]
+    ours = _tv_state(patch(clean, list(zip(sigs, lams)), mode=mode, lambda_twice=True, transplant_from=robust))
+
+    weight = torch.tensor(lams) / (len(lams) if mode == "mean" else 1)
+    official = official_decompose_resnet([_tv_state(r) for r in robust], _tv_state(pre), _tv_state(clean),
+                                         _tv_state(clean), weight, 3)
+    clean_state = _tv_state(clean)
+    transplanted = [k for k in official if ("bn" in k or "downsample" in k) and "num" not in k]
+    assert {k.rsplit(".", 1)[0] for k in transplanted} == set(transplant_modules(clean))
+    assert len(transplanted) > 100
+    for key, value in official.items():
+        if "num_batches_tracked" in key:
+            continue
+        theirs, mine, base = value.numpy(), ours[key].numpy(), clean_state[key].numpy()
+        if key in transplanted or key.rsplit(".", 1)[0] in modules:
+            change = np.abs(theirs - base).max()
+            assert change > 1e-4, key
+            np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-5 * change + 1e-7, err_msg=key)
+        else:
+            np.testing.assert_array_equal(mine, base, err_msg=key)
+
+
+def test_blocks_count_units_and_equal_layers_on_vgg(models, resnet50_zoo):
+    """`select_blocks` on VGG-16 is `select_shallowest` (every conv a unit), as ``select_layers`` there; on
+    ResNet-50 a unit is the stem or a whole block, with its shortcut unless left out."""
+    from rwsjax.rws.signatures import count_blocks, select_blocks, select_shallowest
+    *_, vgg_layers = models
+    assert select_blocks(vgg_layers, 5) == select_shallowest(vgg_layers, 5)
+    *_, layers = resnet50_zoo
+    assert count_blocks(layers) == 1 + 3 + 4 + 6 + 3
+    assert select_blocks(layers, 2) == ["conv1", "layer1.0.conv1", "layer1.0.conv2", "layer1.0.conv3",
+                                        "layer1.0.downsample.0"]
+    assert select_blocks(layers, 17) == layers
+    with pytest.raises(ValueError, match="k must be in 1..17"):
+        select_blocks(layers, 18)

@@ -13,6 +13,7 @@ from conftest import ROOT, needs_data
 
 
 @needs_data
+@pytest.mark.slow
 def test_sharded_and_single_device_steps_agree():
     """2 forced CPU devices vs 1: clean and PGD-AT steps agree to float precision.
 

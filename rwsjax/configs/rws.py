@@ -1,6 +1,7 @@
 """Robust Weight Signatures (Cai, Zhang & Wang, ICML 2023) on CIFAR, with our CIFAR-10-C generator.
 
     rwsjax run --config=rws:cpu   --workdir=runs/rws_cpu    # this 2-core CPU, < 45 min
+    rwsjax run --config=rws:external_cpu --workdir=runs/rws_external_cpu  # θ_pre trained elsewhere, < 45 min
     rwsjax run --config=rws:paper --workdir=runs/rws_paper  # accelerator
     rwsjax run --config=rws:smoke --workdir=/tmp/rws_smoke  # tests
     rwsjax run --config=rws:tinyimagenet_cpu --workdir=runs/rws_tin_cpu  # Tiny-ImageNet subset
@@ -23,7 +24,7 @@ Experiment (paper Sec. 3–5):
 
 import ml_collections
 
-PRESETS = ("paper", "cpu", "smoke", "tinyimagenet", "tinyimagenet_cpu")
+PRESETS = ("paper", "cpu", "external_cpu", "smoke", "tinyimagenet", "tinyimagenet_cpu")
 
 
 def _finetune(epochs, decay_epochs, lr=0.01):
@@ -46,6 +47,9 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     c.workflow = "rws"
     c.preset = preset
     c.seed = 0
+    # rwsjax | official: the value of every field below left at None where rwsjax's protocol and the official
+    # code's differ (rwsjax.protocols; docs/protocols.md); a field set explicitly wins either way.
+    c.protocol = "rwsjax"
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "cifar10"          # dataset A: signatures are extracted here
@@ -83,14 +87,25 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     c.corruptions.data_dir = ml_collections.FieldReference(None, field_type=str)  # None: WORKDIR/corrupted_tfds
 
     c.signature = ml_collections.ConfigDict()
-    c.signature.k = 5                # keep the k shallowest conv layers
+    # The signature's layers: the k shallowest conv layers (layers=convs), or, as the official code counts on
+    # ResNets, the stem and the first k − 1 residual blocks (layers=blocks). None: protocol's (convs, k=5).
+    c.signature.k = ml_collections.FieldReference(None, field_type=int)
+    c.signature.layers = ml_collections.FieldReference(None, field_type=str)
     c.signature.bits = 4             # quantized signature; float32 is always stored too
     c.signature.lam = 1.0            # λ of single patches
-    c.signature.compose = "sum"      # sum | mean for the composed signature
+    # sum | mean for the composed signature (None: protocol's, sum); λ of the composition.
+    c.signature.compose = ml_collections.FieldReference(None, field_type=str)
     c.signature.compose_lam = 1.0
     # BN running statistics of a patched model: target (kept: a pure weight patch) | reestimate_clean |
-    # reestimate_corrupted (re-estimated on the clean / the signature's corrupted training images).
-    c.signature.bn = "target"
+    # reestimate_corrupted (re-estimated on the clean / the signature's corrupted training images). None:
+    # protocol's (target); bn_weighting batch | sample (batches weighted equally / by size).
+    c.signature.bn = ml_collections.FieldReference(None, field_type=str)
+    c.signature.bn_weighting = ml_collections.FieldReference(None, field_type=str)
+    # The official code's patch (protocol=official): BN and shortcut tensors = the robust models' mean
+    # (transplant), λ applied twice (lambda_twice), re-estimated BN mixed in proportion λ when λ < 1 (bn_blend).
+    c.signature.transplant = ml_collections.FieldReference(None, field_type=bool)
+    c.signature.lambda_twice = ml_collections.FieldReference(None, field_type=bool)
+    c.signature.bn_blend = ml_collections.FieldReference(None, field_type=bool)
 
     c.sweeps = ml_collections.ConfigDict()
     c.sweeps.lambdas = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
@@ -127,6 +142,24 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
         c.finetune.epochs, c.finetune.decay_epochs = 6, (4,)
         c.transfer.train_size, c.transfer.val_size, c.transfer.test_size = 5000, 500, 1000
         c.transfer.continued_epochs = 2
+    elif preset == "external_cpu":
+        # θ_pre from outside the project: the official AutoAttack package's CIFAR-10 ResNet-18 (pip install
+        # --no-deps pyautoattack; full width, inputs in [0, 1] without normalization, ~93% clean accuracy),
+        # its CIFAR-10 head included (pre.dataset). θ_clean and each θ_c are fine-tuned from it for 2 epochs
+        # on 2,000 training images; short sweeps (a full-width evaluation costs ~15 s per 1,000 images here).
+        c.init_checkpoint = "pyautoattack:model_test.pt"
+        c.pre.dataset = "cifar10"
+        c.model.name, c.model.width_multiplier = "resnet18", 1.0
+        c.model.mean, c.model.std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+        c.data.train_size, c.data.val_size, c.data.test_size = 2000, 500, 1000
+        c.finetune.epochs, c.finetune.decay_epochs = 2, (1,)
+        c.transfer.train_size, c.transfer.val_size, c.transfer.test_size = 1000, 200, 500
+        c.transfer.robust_models = False
+        c.transfer.continued_epochs = 1
+        c.sweeps.lambdas = (0.5, 1.5)
+        c.sweeps.ks = (1, 9)
+        c.sweeps.bits = (2,)
+        c.eval.batch_size = 250
     elif preset in ("tinyimagenet", "tinyimagenet_cpu"):
         # Tiny-ImageNet as dataset A (64×64, 200 classes; test = the official validation split), the paper's
         # ResNet-50 layout (torchvision's); signatures transferred to CIFAR-100 (B).
@@ -148,7 +181,7 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
             c.sweeps.ks = (1, 3, 5, 13)
             c.sweeps.lambdas = (0.0, 0.5, 1.0, 1.5)
     elif preset == "smoke":
-        c.model.width_multiplier = 0.0625
+        c.model.name, c.model.width_multiplier = "resnet18", 0.0625  # the cpu preset's architecture
         c.data.train_size, c.data.val_size, c.data.test_size = 256, 100, 100
         c.pre.train_size, c.pre.val_size, c.pre.epochs, c.pre.decay_epochs = 500, 100, 1, ()
         c.finetune.epochs, c.finetune.decay_epochs, c.finetune.batch_size = 1, (), 64

@@ -13,7 +13,8 @@ by ``diag(weight)`` again, i.e. it effectively patches with λ_c²; this
 module follows the paper's equation instead.
 
 Signatures touch only the listed parameter leaves; BatchNorm ``batch_stats``
-are never modified by patching (use :func:`reestimate_batch_stats`).
+are never modified by patching (use :func:`reestimate_batch_stats`), except
+by the official code's BN/shortcut transplant (``patch(..., transplant_from=)``).
 """
 
 from __future__ import annotations
@@ -126,11 +127,17 @@ def _normalize_entries(signatures) -> list[tuple[Signature, float]]:
 
 
 def patch(target_variables: PyTree, signatures: Sequence[tuple[Signature, float]], *,
-          mode: str = "sum") -> PyTree:
+          mode: str = "sum", lambda_twice: bool = False, transplant_from: Sequence[PyTree] = ()) -> PyTree:
     """θ = θ_target + Σ_c λ_c·RWS_c (``mode="sum"``) or + Σ_c λ_c·RWS_c / C (``mode="mean"``).
 
     Each λ_c multiplies its signature once (the official code multiplies twice,
-    i.e. uses λ_c²; see the module docstring).
+    i.e. uses λ_c²; see the module docstring).  The two options give the
+    official ``model_patching.py::decompose`` (``protocol=official``):
+    ``lambda_twice`` patches with w_c² where w_c = λ_c (sum) or λ_c / C
+    (mean: the official ``weight = alpha / len(state_dicts)``), and
+    ``transplant_from`` (the robust models θ_c) replaces every BN and
+    projection-shortcut tensor by their mean (:func:`transplant_mean` over
+    :func:`transplant_modules`).
 
     Args:
       target_variables: ``{"params", "batch_stats", ...}`` or a bare params
@@ -139,6 +146,9 @@ def patch(target_variables: PyTree, signatures: Sequence[tuple[Signature, float]
         with λ = 0 count in C but are skipped, so they contribute nothing and
         an all-zero patch is the identity bit for bit).
       mode: ``"sum"`` or ``"mean"``.
+      lambda_twice: square the weights as the official code does.
+      transplant_from: variables of the robust models (``{"params",
+        "batch_stats"}``, the target's structure); empty: no transplant.
 
     Returns:
       A new pytree of the same structure.  Patched leaves are new float32
@@ -155,6 +165,12 @@ def patch(target_variables: PyTree, signatures: Sequence[tuple[Signature, float]
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
     entries = _normalize_entries(signatures)
+    if lambda_twice:
+        entries = [(sig, (lam / len(entries) if mode == "mean" else lam) ** 2) for sig, lam in entries]
+        mode = "sum"
+    if transplant_from:
+        patched = patch(target_variables, entries, mode=mode)
+        return transplant_mean(patched, list(transplant_from), transplant_modules(target_variables))
     params, is_collections = _split(target_variables)
     index = leaf_index(params)
     active = [(s, lam) for s, lam in entries if lam != 0.0]
@@ -402,3 +418,84 @@ def reestimate_batch_stats(model: nn.Module, variables: PyTree, batches: Iterabl
         raise ValueError("reestimate_batch_stats: no batches given")
     new_stats = jax.tree.map(lambda a, s: (a / jnp.float32(total)).astype(jnp.result_type(s)), acc, stats)
     return {**variables, "batch_stats": new_stats}
+
+
+# ---------------------------------------------------------------------------
+# The official code's BatchNorm / shortcut handling (``protocol=official``).
+# ---------------------------------------------------------------------------
+
+def _modules_of(tree: Mapping) -> set[str]:
+    return {name.rsplit(".", 1)[0] for name in leaf_index(tree) if "." in name}
+
+
+def transplant_modules(variables: PyTree) -> list[str]:
+    """Dotted modules the official RWS patch takes from the robust models: every BatchNorm, every shortcut.
+
+    The official ``decompose`` (VITA-Group/Robust_Weight_Signatures ``model_patching.py:35-36``) replaces every
+    state-dict tensor whose key contains ``bn`` or ``downsample`` (BN scale, bias, running statistics; the
+    torchvision projection shortcut's conv and BN) by the mean over the robust models.  By module type that
+    is every BatchNorm (a module with ``batch_stats``) and every projection shortcut
+    (:func:`rwsjax.rws.signatures.is_shortcut`: kuangliu ``shortcut``, torchvision ``downsample``).
+
+    Returns:
+      Sorted dotted names, e.g. ResNet-18 ``["bn1", "layer1.0.bn1", ..., "layer2.0.shortcut.0",
+      "layer2.0.shortcut.1", ...]``; ``[]`` for VGG-16 (no BN, no shortcut).
+    """
+    from rwsjax.rws.signatures import is_shortcut
+    params, _ = _split(variables)
+    stats = variables.get("batch_stats", {}) if isinstance(variables, Mapping) else {}
+    return sorted(_modules_of(stats) | {m for m in _modules_of(params) if is_shortcut(m)})
+
+
+def transplant_mean(target: PyTree, sources: Sequence[PyTree], modules: Sequence[str]) -> PyTree:
+    """``target`` with every leaf of ``modules`` (params and batch_stats) replaced by the mean over ``sources``.
+
+    The official RWS patch's BN/shortcut rule (``model_patching.py:35-36``, ``torch.mean`` of the stacked
+    robust models' tensors), with :func:`transplant_modules` as ``modules``.
+
+    Args:
+      target: ``{"params", "batch_stats", ...}`` (the model being patched).
+      sources: one or more variables of the same structure (the robust models θ_c of the patch).
+      modules: dotted module names.
+
+    Returns:
+      New variables; replaced leaves are float32 (mean taken in float64), the rest are ``target``'s objects.
+
+    Raises:
+      ValueError: no sources, or a module has no leaf in ``target``.
+    """
+    if not sources:
+        raise ValueError("transplant_mean: no source models")
+    out = dict(target)
+    found = set()
+    for collection in ("params", "batch_stats"):
+        tree = target.get(collection)
+        if not tree:
+            continue
+        new = tree
+        for name, path in leaf_index(tree).items():
+            module = name.rsplit(".", 1)[0]
+            if module not in modules:
+                continue
+            found.add(module)
+            old = get_leaf(tree, path)
+            mean = np.mean(np.stack([np.asarray(jax.device_get(get_leaf(s[collection], path)), np.float64)
+                                     for s in sources]), axis=0).astype(np.float32)
+            new = set_leaf(new, path, jnp.asarray(mean) if isinstance(old, jax.Array) else mean)
+        out[collection] = new
+    missing = sorted(set(modules) - found)
+    if missing:
+        raise ValueError(f"transplant_mean: module(s) {missing} not in the target model")
+    return out
+
+
+def blend_batch_stats(variables: PyTree, reference: PyTree, weight: float) -> PyTree:
+    """Running statistics ``(1 − weight)·reference + weight·variables`` (the other collections: ``variables``').
+
+    The official RWS patch for λ < 1 (``model_patching.py:142-145``): the re-estimated statistics are mixed
+    with the patched model's own in proportion λ.
+    """
+    w = np.float32(weight)
+    stats = jax.tree.map(lambda new, old: (np.float32(1) - w) * jnp.asarray(old, jnp.float32)
+                         + w * jnp.asarray(new, jnp.float32), variables["batch_stats"], reference["batch_stats"])
+    return {**variables, "batch_stats": stats}

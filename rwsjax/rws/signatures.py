@@ -166,6 +166,51 @@ def select_shallowest(modules: Sequence[str], k: int | None) -> list[str]:
     return modules[:k]
 
 
+#: Dotted-name parts of a residual block's projection shortcut (kuangliu ``shortcut``, torchvision ``downsample``).
+SHORTCUTS = ("shortcut", "downsample")
+
+
+def is_shortcut(module: str) -> bool:
+    """Whether dotted ``module`` belongs to a residual block's projection shortcut (``layer2.0.shortcut.0``)."""
+    return any(part in SHORTCUTS for part in module.split("."))
+
+
+def _unit(module: str) -> str:
+    """The unit the official ``select_layers`` counts: a residual block ``layerX.Y``, else the layer itself."""
+    parts = module.split(".")
+    if len(parts) >= 3 and parts[0].startswith("layer") and parts[1].isdigit():
+        return ".".join(parts[:2])
+    return module
+
+
+def count_blocks(modules: Sequence[str]) -> int:
+    """How many units (the stem and other plain conv layers, residual blocks) ``modules`` span."""
+    return len(dict.fromkeys(_unit(m) for m in modules))
+
+
+def select_blocks(modules: Sequence[str], k: int | None, *, shortcuts: bool = True) -> list[str]:
+    """The conv layers of the first ``k`` units of ``modules`` (forward order), as the official RWS code counts.
+
+    The official ``select_layers`` (VITA-Group/Robust_Weight_Signatures ``tools.py:206-255``) counts, on a
+    ResNet, the stem conv as one unit and every residual block (``layer1.0``, ``layer1.1``, ...) as one unit
+    (all of its convs); on VGG-16 every conv layer is a unit, so there it equals :func:`select_shallowest`.
+    ``select_blocks(resnet18_convs, 3)`` → ``["conv1", "layer1.0.conv1", "layer1.0.conv2",
+    "layer1.1.conv1", "layer1.1.conv2"]``.
+
+    Args:
+      modules: conv layers in forward order (:func:`conv_modules`).
+      k: number of units, ``None`` → all.
+      shortcuts: keep the blocks' projection-shortcut convs (False: drop them, as the official code
+        replaces those tensors by the robust models' mean instead of patching them).
+
+    Raises:
+      ValueError: ``k`` outside ``1..count_blocks(modules)``.  TypeError: ``k`` not an int.
+    """
+    units = list(dict.fromkeys(_unit(m) for m in modules))
+    chosen = set(select_shallowest(units, k))
+    return [m for m in modules if _unit(m) in chosen and (shortcuts or not is_shortcut(m))]
+
+
 def extract(robust_params: Mapping, pre_params: Mapping, clean_params: Mapping | None, *,
             modules: Sequence[str], project: bool = True) -> dict[str, np.ndarray]:
     """Robust weight signature tensors of ``modules``.

@@ -25,6 +25,7 @@ import os
 import jax
 import numpy as np
 
+from rwsjax import protocols
 from rwsjax.data.sources import DATASETS
 from rwsjax.report import rws_figures, tables
 from rwsjax.report.intervals import RESAMPLES, paired_bootstrap
@@ -68,9 +69,25 @@ class Context:
         return signatures.conv_modules(self.a.init_variables["params"],
                                        call_order(self.a.model, self.a.init_variables, self.a.example))
 
-    def finalize(self, variables, task: Task, corruptions):
+    @functools.cached_property
+    def units(self) -> int:
+        """How many units ``signature.k`` can count: conv layers (``layers=convs``) or blocks (``blocks``)."""
+        if self.config.signature.layers == "blocks":
+            return signatures.count_blocks(self.convs)
+        return len(self.convs)
+
+    def layers(self, k: int) -> list[str]:
+        """The signature's conv layers for ``k`` (``signature.layers``; shortcuts left out when transplanted)."""
+        sc = self.config.signature
+        if sc.layers == "blocks":
+            return signatures.select_blocks(self.convs, k, shortcuts=not sc.transplant)
+        return signatures.select_shallowest(self.convs, k)
+
+    def finalize(self, variables, task: Task, corruptions, alpha: float = 1.0):
         """BN of a patched model (``signature.bn``): keep the target's running statistics, or re-estimate them
-        on the task's clean training images, or on its training images corrupted by ``corruptions``."""
+        on the task's clean training images, or on its training images corrupted by ``corruptions`` (batches
+        weighted by ``signature.bn_weighting``; with ``signature.bn_blend`` and ``alpha`` < 1 mixed with the
+        model's own as (1 − alpha)·own + alpha·re-estimated, the official code's rule)."""
         c = self.config
         if c.signature.bn == "target":
             return variables
@@ -80,13 +97,29 @@ class Context:
             images = np.concatenate([self.corrupted(task, n, "train").images for n in corruptions])
             images = images[np.random.default_rng(c.seed).permutation(len(images))[: len(task.splits["train"])]]
         bs = c.eval.batch_size
-        return patching.reestimate_batch_stats(task.model, variables,
-                                               (images[i:i + bs] for i in range(0, len(images), bs)))
+        out = patching.reestimate_batch_stats(task.model, variables,
+                                              (images[i:i + bs] for i in range(0, len(images), bs)),
+                                              weighting=c.signature.bn_weighting)
+        if c.signature.bn_blend and alpha < 1 and out is not variables:
+            out = patching.blend_batch_stats(out, variables, alpha)
+        return out
 
-    def patched(self, target, entries, task=None, mode="sum"):
-        """``target`` + Σ λ·RWS (``entries`` = [(signature, λ)]), then :meth:`finalize`."""
-        task = task or self.a
-        return self.finalize(patching.patch(target, entries, mode=mode), task, [s.corruption for s, _ in entries])
+    def patched(self, target, entries, task=None, mode="sum", robust=(), alpha=None):
+        """``target`` + Σ λ·RWS (``entries`` = [(signature, λ)]), then :meth:`finalize`.
+
+        With ``signature.lambda_twice`` each λ (λ/C for ``mode="mean"``) is squared, as the official code
+        applies it; with ``signature.transplant`` every BN and shortcut tensor is then the mean over
+        ``robust`` (the patch's robust models θ_c).  ``alpha``: the patch's strength for ``bn_blend``
+        (default: the single entry's λ, else 1).
+        """
+        task, sc = task or self.a, self.config.signature
+        if alpha is None:
+            alpha = entries[0][1] if len(entries) == 1 else 1.0
+        if sc.transplant and not robust:
+            raise ValueError("signature.transplant needs the patch's robust models")
+        out = patching.patch(target, entries, mode=mode, lambda_twice=sc.lambda_twice,
+                             transplant_from=robust if sc.transplant else ())
+        return self.finalize(out, task, [s.corruption for s, _ in entries], alpha=float(alpha))
 
     def ta_ra(self, variables, n: str, desc: str, task=None) -> tuple[float, float]:
         """(clean test accuracy, test accuracy under corruption ``n``), %."""
@@ -176,11 +209,23 @@ def _signature_files(config) -> dict[str, tuple[str, str]]:
             for n in ood.corruption_list(config.corruptions.names, "corruptions.names")}
 
 
+def _k_text(c) -> str:
+    """``k=5 shallowest conv layers`` / ``k=7 units: the stem and 6 residual blocks``."""
+    if c.signature.layers == "blocks":
+        return f"k={c.signature.k} units: the stem and {c.signature.k - 1} residual blocks"
+    return f"k={c.signature.k} shallowest conv layers"
+
+
+def _robust(r, a: str, names) -> list:
+    """The robust models θ_c of ``names`` on dataset ``a`` (for ``signature.transplant``)."""
+    return [r[f"{a}_{n}"] for n in names]
+
+
 def _signatures(s: Context, r) -> dict:
     """RWS of every corruption on the k shallowest conv layers, as float32 and b-bit files."""
     c = s.config
-    modules = signatures.select_shallowest(s.convs, c.signature.k)
-    print(f"[rws] signature layers (k={c.signature.k} shallowest conv layers): {modules}")
+    modules = s.layers(c.signature.k)
+    print(f"[rws] signature layers ({_k_text(c)}): {modules}")
     os.makedirs(_path(s, "signatures"), exist_ok=True)
     for n, (fp32, quantized) in _signature_files(c).items():
         _store(_path(s, fp32), _make(s, r, n, modules, None))
@@ -206,7 +251,7 @@ def _table(s: Context, r) -> dict:
     lam, k, bits = float(c.signature.lam), c.signature.k, c.signature.bits
     full_mb = analysis.full_model_bytes(clean["params"]) / 1e6
     composed = s.patched(clean, [(sig["fp32"][n], float(c.signature.compose_lam)) for n in s.names],
-                         mode=c.signature.compose)
+                         mode=c.signature.compose, robust=_robust(r, a, s.names), alpha=float(c.signature.compose_lam))
     # Per test image correct or not, so every change from the clean model gets its paired bootstrap interval.
     test = s.a.splits["test"]
     ta_clean = s.a.correct(clean, test, "θ_clean test")
@@ -216,20 +261,21 @@ def _table(s: Context, r) -> dict:
         # (method, storage MB, variables, TA when already measured)
         methods = [("clean model", full_mb, clean, ta_clean),
                    ("robust model (oracle)", full_mb, r[f"{a}_{n}"], None),
-                   (f"clean + RWS (fp32, k={k}, λ={lam:g})", sig["size"][n],
-                    s.patched(clean, [(sig["fp32"][n], lam)]), None),
-                   (f"clean + RWS ({bits}-bit)", sig["qsize"][n], s.patched(clean, [(sig["quantized"][n], lam)]), None),
+                   (f"clean + RWS (fp32, k={k}{' blocks' if c.signature.layers == 'blocks' else ''}, λ={lam:g})",
+                    sig["size"][n], s.patched(clean, [(sig["fp32"][n], lam)], robust=_robust(r, a, [n])), None),
+                   (f"clean + RWS ({bits}-bit)", sig["qsize"][n],
+                    s.patched(clean, [(sig["quantized"][n], lam)], robust=_robust(r, a, [n])), None),
                    (f"clean + composed RWS ({c.signature.compose}, {len(s.names)} signatures)",
                     sum(sig["size"].values()), composed, ta_composed)]
         if c.signature.bn != "target":  # the BN effect alone, without any weight patch
             methods.append((f"clean model, BN {c.signature.bn} (no weight patch)", None, s.finalize(clean, s.a, [n]),
                             None))
-        ra_clean = None
+        corrupted_test = s.corrupted(s.a, n, "test")
+        ra_clean = s.a.correct(clean, corrupted_test, f"clean model {n}")  # the reference of every ΔRA
         for method, mb, v, ta in methods:
             if ta is None:
                 ta = s.a.correct(v, test, f"{method} test")
-            ra = s.a.correct(v, s.corrupted(s.a, n, "test"), f"{method} {n}")
-            ra_clean = ra if ra_clean is None else ra_clean
+            ra = ra_clean if v is clean else s.a.correct(v, corrupted_test, f"{method} {n}")
             pct = lambda c: 100.0 * int(c.sum()) / c.size  # noqa: E731 — as evaluate(): 100·count/n
             row = {"corruption": n, "method": method, "storage_mb": mb, "ta": pct(ta), "ra": pct(ra)}
             if v is not clean:
@@ -251,24 +297,25 @@ def _sweeps(s: Context, r) -> dict:
     os.makedirs(_path(s, "signatures", "sweeps"), exist_ok=True)
     lam_sweep, k_sweep, bits_sweep = {}, {}, {}
     for n in s.names:
+        theta_c = _robust(r, a, [n])
         lam_sweep[n] = []
         for l in c.sweeps.lambdas:
-            ta, ra = s.ta_ra(s.patched(clean, [(sig["fp32"][n], float(l))]), n, f"λ={l}")
+            ta, ra = s.ta_ra(s.patched(clean, [(sig["fp32"][n], float(l))], robust=theta_c), n, f"λ={l}")
             lam_sweep[n].append({"lam": float(l), "ta": ta, "ra": ra})
         k_sweep[n] = []
-        for k in [k for k in c.sweeps.ks if k <= len(s.convs)]:
+        for k in [k for k in c.sweeps.ks if k <= s.units]:
             s_k, mb = _store(_path(s, "signatures", "sweeps", f"{a}_{n}_k{k}_fp32.safetensors"),
-                             _make(s, r, n, signatures.select_shallowest(s.convs, k), None))
-            ta, ra = s.ta_ra(s.patched(clean, [(s_k, lam)]), n, f"k={k}")
+                             _make(s, r, n, s.layers(k), None))
+            ta, ra = s.ta_ra(s.patched(clean, [(s_k, lam)], robust=theta_c), n, f"k={k}")
             k_sweep[n].append({"k": k, "bytes": mb * 1e6, "ta": ta, "ra": ra})
         bits_sweep[n] = []
         for bits in c.sweeps.bits:
             s_b, mb = _store(_path(s, "signatures", "sweeps", f"{a}_{n}_k{c.signature.k}_{bits}bit.safetensors"),
                              _make(s, r, n, sig["modules"], bits))
-            v = s.patched(clean, [(s_b, lam)])
+            v = s.patched(clean, [(s_b, lam)], robust=theta_c)
             bits_sweep[n].append({"bits": bits, "bytes": mb * 1e6,
                                   "ra": s.a.accuracy(v, s.corrupted(s.a, n, "test"), f"{bits}b {n}")})
-        fp32 = s.patched(clean, [(sig["fp32"][n], lam)])
+        fp32 = s.patched(clean, [(sig["fp32"][n], lam)], robust=theta_c)
         bits_sweep[n].append({"bits": 32, "bytes": sig["size"][n] * 1e6,
                               "ra": s.a.accuracy(fp32, s.corrupted(s.a, n, "test"), f"fp32 {n}")})
     rws_figures.lambda_sweep(lam_sweep, _path(s, "lambda_sweep.png"))
@@ -286,10 +333,12 @@ def _transfer(s: Context, r) -> list[dict]:
     for n in s.names:
         patching.check_compatible(sig["fp32"][n], clean_b)
         b_ta, b_ra = s.ta_ra(clean_b, n, "B", task=s.b)
-        bp_ta, bp_ra = s.ta_ra(s.patched(clean_b, [(sig["fp32"][n], lam)], task=s.b), n, "B+RWS", task=s.b)
+        theta_c = _robust(r, a, [n])
+        bp_ta, bp_ra = s.ta_ra(s.patched(clean_b, [(sig["fp32"][n], lam)], task=s.b, robust=theta_c), n, "B+RWS",
+                               task=s.b)
         robust_b = r[f"{b}_{n}"] if c.transfer.robust_models else None
         cont_ta, cont_ra = s.ta_ra(continued, n, "cont")
-        cp_ta, cp_ra = s.ta_ra(s.patched(continued, [(sig["fp32"][n], lam)]), n, "cont+RWS")
+        cp_ta, cp_ra = s.ta_ra(s.patched(continued, [(sig["fp32"][n], lam)], robust=theta_c), n, "cont+RWS")
         rows.append({
             "corruption": n, f"{b}_clean_ta": b_ta, f"{b}_clean_ra": b_ra, f"{b}_patched_ta": bp_ta,
             f"{b}_patched_ra": bp_ra,
@@ -338,6 +387,8 @@ def _report(s: Context, r) -> dict:
         "model": c.model.name, "width_multiplier": c.model.width_multiplier, "dataset": c.data.name,
         "transfer_dataset": c.transfer.dataset, "corruptions": s.names, "severity": s.severity,
         "signature_layers": sig["modules"], "bn": c.signature.bn, "full_model_mb": full_mb, "table": table["rows"],
+        "protocol": c.get("protocol", "rwsjax"),
+        "switches": {d.field: c.signature[d.field.split(".")[1]] for d in protocols.RWS},
         "test_images": len(s.a.splits["test"]),
         "removal_exact": table["removal_exact"],
         "times_smaller": {n: {"fp32": full_mb / sig["size"][n], f"{c.signature.bits}bit": full_mb / sig["qsize"][n]}
@@ -360,6 +411,8 @@ def write_report(workdir, c, r) -> None:
           f"test accuracy, RA = test accuracy under the same corruption at severity {r['severity']}; storage = "
           f"bytes on disk (full model = float32 weights, {r['full_model_mb']:.3f} MB). BN: `{r['bn']}`. "
           f"Signature layers: {', '.join(r['signature_layers'])}.", "",
+          f"Protocol `{r['protocol']}` (docs/protocols.md): "
+          + ", ".join(f"`{k}={v}`" for k, v in r["switches"].items()) + ".", "",
           tables.rws_table(r["table"]), "",
           f"ΔTA / ΔRA: change from the clean model in points, [95% paired bootstrap interval] over the same "
           f"{r['test_images']:,} test images ({RESAMPLES:,} resamples, seed {c.seed}); \"CI contains 0\": no "
@@ -406,13 +459,14 @@ def stages(config) -> tuple[Stage, ...]:
                 (*on_a, "transfer.continued_epochs"), inputs=(f"{a}_clean",))]
     evaluation = ("eval", "signature", "corruptions", "data")
     out += [
-        Stage("signatures", ("signature.k", "signature.bits", "corruptions"), ("signatures.json", "signatures"),
+        Stage("signatures", ("signature.k", "signature.layers", "signature.transplant", "signature.bits", "corruptions"),
+              ("signatures.json", "signatures"),
               _signatures, _load_signatures, inputs=("pre", *zoo_a)),
         Stage("table", evaluation, ("table.json",), _table, json_artifact("table.json"), inputs=("signatures", *zoo_a)),
         Stage("sweeps", (*evaluation, "sweeps"), ("sweeps.json", "lambda_sweep.png", "k_and_bits.png"), _sweeps,
               json_artifact("sweeps.json"), inputs=("pre", "signatures", *zoo_a), partial=("signatures/sweeps",)),
         Stage("transfer", (*evaluation, "transfer"), ("transfer.json",), _transfer, json_artifact("transfer.json"),
-              inputs=("signatures", f"{b}_clean", f"{a}_clean_continued", *robust_b)),
+              inputs=("signatures", f"{b}_clean", f"{a}_clean_continued", *robust_a, *robust_b)),
         Stage("analyses", ("corruptions", "transfer.robust_models"),
               ("analyses.json", "layer_profile.png", "signature_similarity.png",
                *(["cross_dataset_similarity.png"] if robust_b else [])),
@@ -440,6 +494,8 @@ def validate(config) -> list[str]:
         p.append(f"config.signature.bits={bits!r} must be in 1..8")
     choice(p, config, "signature.compose", ("sum", "mean"))
     choice(p, config, "signature.bn", BN_MODES)
+    choice(p, config, "signature.layers", ("convs", "blocks"))
+    choice(p, config, "signature.bn_weighting", ("batch", "sample"))
     at_least(p, config, "signature.k", 1)
     for block in ("pre", "finetune"):
         at_least(p, config, f"{block}.epochs", 0)
