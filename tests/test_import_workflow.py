@@ -142,7 +142,7 @@ def test_packaged_checkpoints_resolve_or_name_the_pip_command(monkeypatch):
     import importlib.util
 
     from rwsjax.train.checkpoint import CheckpointError
-    from rwsjax.workflows.common import checkpoint_path
+    from rwsjax.train.checkpoint import checkpoint_path
     assert checkpoint_path("runs/rift_cpu/at/final") == "runs/rift_cpu/at/final"
     if importlib.util.find_spec("pyautoattack") is not None:
         path = checkpoint_path("pyautoattack:model_test.pt")

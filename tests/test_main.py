@@ -36,7 +36,7 @@ def test_the_rwsjax_command_lists_commands_workflows_and_presets(tmp_path):
     p = subprocess.run(["rwsjax", "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert p.returncode == 0
     for words in ("run", "evaluate", "prepare", "corrupt", "export", "regimes", "rift", "rws",
-                  "presets: paper (default), cpu, smoke, tinyimagenet, tinyimagenet_cpu"):
+                  "presets: paper (default), cpu, external_cpu, smoke, tinyimagenet, tinyimagenet_cpu"):
         assert words in p.stdout, words
     p = subprocess.run(["rwsjax", "run", "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert p.returncode == 0 and "NAME:PRESET of a packaged config" in p.stdout and "tinyimagenet_cpu" in p.stdout

@@ -191,3 +191,28 @@ def load_variables(path: str, like: PyTree | None = None) -> PyTree:
 def exists(path: str) -> bool:
     """True when ``path`` is a completed Orbax checkpoint directory."""
     return os.path.isdir(path) and os.path.exists(os.path.join(path, "_CHECKPOINT_METADATA"))
+
+
+#: Models shipped inside Python packages, by ``package:file``: the file's path in the installed package.
+PACKAGED = {"pyautoattack:model_test.pt": ("pyautoattack", ("examples", "model_test.pt"),
+                                           "the official AutoAttack code's CIFAR-10 ResNet-18 (inputs in [0, 1])")}
+
+
+def checkpoint_path(path: str) -> str:
+    """``path``, or for a packaged model (`PACKAGED`, e.g. ``pyautoattack:model_test.pt``) its installed file.
+
+    Raises:
+      CheckpointError: an unknown ``package:`` name, or the package is not installed (the message names the
+        pip command).
+    """
+    if path not in PACKAGED:
+        if path and not os.path.exists(path) and path.split(":", 1)[0] in {p for p, _, _ in PACKAGED.values()}:
+            raise CheckpointError(f"checkpoint {path!r}: unknown packaged model; known: {sorted(PACKAGED)}")
+        return path
+    package, parts, _ = PACKAGED[path]
+    import importlib.util
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise CheckpointError(f"checkpoint {path!r} is shipped with the {package} package, which is not "
+                                         f"installed: pip install --no-deps {package}")
+    return os.path.join(list(spec.submodule_search_locations)[0], *parts)

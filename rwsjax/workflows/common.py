@@ -94,38 +94,13 @@ def init_variables(model, example, seed: int) -> dict:
     return v
 
 
-#: Models shipped inside Python packages, by ``package:file``: the file's path in the installed package.
-PACKAGED = {"pyautoattack:model_test.pt": ("pyautoattack", ("examples", "model_test.pt"),
-                                           "the official AutoAttack code's CIFAR-10 ResNet-18 (inputs in [0, 1])")}
-
-
-def checkpoint_path(path: str) -> str:
-    """``path``, or for a packaged model (`PACKAGED`, e.g. ``pyautoattack:model_test.pt``) its installed file.
-
-    Raises:
-      CheckpointError: an unknown ``package:`` name, or the package is not installed (the message names the
-        pip command).
-    """
-    if path not in PACKAGED:
-        if path and not os.path.exists(path) and path.split(":", 1)[0] in {p for p, _, _ in PACKAGED.values()}:
-            raise checkpoint.CheckpointError(f"checkpoint {path!r}: unknown packaged model; known: {sorted(PACKAGED)}")
-        return path
-    package, parts, _ = PACKAGED[path]
-    import importlib.util
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise checkpoint.CheckpointError(f"checkpoint {path!r} is shipped with the {package} package, which is not "
-                                         f"installed: pip install --no-deps {package}")
-    return os.path.join(list(spec.submodule_search_locations)[0], *parts)
-
-
 def load_model(path: str, like: dict, model, *, partial: bool = False) -> dict:
     """Variables for ``model`` from an rwsjax (Orbax) variables directory or a PyTorch state_dict file.
 
     Args:
       path: an Orbax directory written by rwsjax (``WORKDIR/at/final``), a ``.pt``/``.pth``/``.safetensors``
         PyTorch ``state_dict`` of the same architecture (see :mod:`rwsjax.models.pytorch_io`), or a packaged
-        model (:func:`checkpoint_path`: ``pyautoattack:model_test.pt``).
+        model (:func:`rwsjax.train.checkpoint.checkpoint_path`: ``pyautoattack:model_test.pt``).
       like: the model's initial variables (names, shapes and dtypes to match).
       model: the Flax module; its ``mean``/``std`` are checked against normalization buffers in the file.
       partial: accept a file whose classifier head has another number of classes (the head is left as in
@@ -140,7 +115,7 @@ def load_model(path: str, like: dict, model, *, partial: bool = False) -> dict:
         normalizes with other constants than the model (the message gives the ``--config.model.mean/std``
         to use).
     """
-    path = checkpoint_path(path)
+    path = checkpoint.checkpoint_path(path)
     if os.path.isdir(path):
         return checkpoint.load_variables(path, like=like)
     if not os.path.isfile(path):
