@@ -73,11 +73,3 @@ def trained_tiny_resnet(tiny_resnet, cifar_test_batch):
     for i in range(30):
         state, _ = step(state, x, y, jax.random.PRNGKey(i))
     return model, jax.device_get(state.variables)
-
-
-def pytest_collection_modifyitems(config, items):
-    """Files with end-to-end (``slow``) tests first: the xdist workers (``--dist loadfile
-    --no-loadscope-reorder``, pyproject.toml) take files in this order, so the longest files start at once
-    instead of running on alone at the end."""
-    slow = {item.fspath for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.fspath not in slow)  # stable: the order within each group is kept
