@@ -58,8 +58,7 @@ def common(config) -> list[str]:
         if value is not None and (len(value) != 3 or (field == "model.std" and min(value) <= 0)):
             problems.append(f"config.{field}={tuple(value)} must be 3 per-channel values in [0, 1] pixel scale"
                             f"{' (all > 0)' if field == 'model.std' else ''}, e.g. --config.{field}={example}")
-    from rwsjax.train.checkpoint import CheckpointError
-    from rwsjax.train.checkpoint import checkpoint_path
+    from rwsjax.train.checkpoint import CheckpointError, checkpoint_path
     for field in ("init_checkpoint", "checkpoint"):
         path = get(config, field)
         try:

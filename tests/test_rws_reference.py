@@ -60,9 +60,10 @@ def linear_quant(x, n_nums, min=0., max=1.):
 
 
 def official_decompose(state_dicts, pretrained_weight, patched_weight, base_weight, weight, keep_num,
-                       quantization=None):
-    """``model_patching.py:22-69`` (``only_backbone=True``, ``quantization_method='linear'``)."""
-    key_list = select_layers(state_dicts[0], keep_num)
+                       quantization=None, select=None):
+    """``model_patching.py:23-72`` (``only_backbone=True``, ``quantization_method='linear'``); ``select``: the
+    ``select_layers`` branch (VGG-16's by default, `select_layers_resnet50` for the ResNet)."""
+    key_list = (select or select_layers)(state_dicts[0], keep_num)
     new_dict = {}
     for key in state_dicts[0].keys():
         if ('bn' in key or 'downsample' in key) and 'num' not in key:
@@ -194,25 +195,6 @@ def select_layers_resnet50(state_dict, keep_num):
     return key_list
 
 
-def official_decompose_resnet(state_dicts, pretrained_weight, patched_weight, base_weight, weight, keep_num):
-    """``model_patching.py:23-72`` on ResNet-50 (float32, the BN/downsample branch first)."""
-    key_list = select_layers_resnet50(state_dicts[0], keep_num)
-    new_dict = {}
-    for key in state_dicts[0].keys():
-        if ('bn' in key or 'downsample' in key) and 'num' not in key:
-            new_dict[key] = torch.mean(torch.stack([state[key] for state in state_dicts], dim=0), dim=0)
-        elif key in key_list:
-            param = torch.stack([(state[key] - pretrained_weight[key]) * weight[idx]
-                                 for idx, state in enumerate(state_dicts)], dim=0)
-            param = param.reshape(len(state_dicts), -1)
-            vectors = get_projection((base_weight[key] - pretrained_weight[key]).flatten(), param)
-            vector_combinations = torch.sum(torch.diag(weight).matmul(vectors), dim=0)
-            new_dict[key] = vector_combinations.reshape_as(pretrained_weight[key]) + patched_weight[key]
-        else:
-            new_dict[key] = patched_weight[key]
-    return new_dict
-
-
 @pytest.fixture(scope="module")
 def resnet50_zoo():
     """θ_pre, θ_clean and two θ_c of rwsjax's torchvision-layout ResNet-50 at width ×0.125, BN running
@@ -264,8 +246,8 @@ def test_official_protocol_patch_equals_the_official_decompose_on_resnet50(resne
     ours = _tv_state(patch(clean, list(zip(sigs, lams)), mode=mode, lambda_twice=True, transplant_from=robust))
 
     weight = torch.tensor(lams) / (len(lams) if mode == "mean" else 1)
-    official = official_decompose_resnet([_tv_state(r) for r in robust], _tv_state(pre), _tv_state(clean),
-                                         _tv_state(clean), weight, 3)
+    official = official_decompose([_tv_state(r) for r in robust], _tv_state(pre), _tv_state(clean),
+                                  _tv_state(clean), weight, 3, select=select_layers_resnet50)
     clean_state = _tv_state(clean)
     transplanted = [k for k in official if ("bn" in k or "downsample" in k) and "num" not in k]
     assert {k.rsplit(".", 1)[0] for k in transplanted} == set(transplant_modules(clean))

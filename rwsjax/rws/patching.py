@@ -30,8 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from rwsjax.models.batch_norm import BatchNorm
-from rwsjax.rws.signatures import Signature, leaf_index
-from rwsjax.weights.modules import get_leaf, set_leaf
+from rwsjax.rws.signatures import Signature, is_shortcut, leaf_index
+from rwsjax.weights.modules import get_leaf, module_of, set_leaf
 
 PyTree = Any
 
@@ -425,7 +425,7 @@ def reestimate_batch_stats(model: nn.Module, variables: PyTree, batches: Iterabl
 # ---------------------------------------------------------------------------
 
 def _modules_of(tree: Mapping) -> set[str]:
-    return {name.rsplit(".", 1)[0] for name in leaf_index(tree) if "." in name}
+    return {module_of(path) for path in leaf_index(tree).values() if len(path) > 1}
 
 
 def transplant_modules(variables: PyTree) -> list[str]:
@@ -441,7 +441,6 @@ def transplant_modules(variables: PyTree) -> list[str]:
       Sorted dotted names, e.g. ResNet-18 ``["bn1", "layer1.0.bn1", ..., "layer2.0.shortcut.0",
       "layer2.0.shortcut.1", ...]``; ``[]`` for VGG-16 (no BN, no shortcut).
     """
-    from rwsjax.rws.signatures import is_shortcut
     params, _ = _split(variables)
     stats = variables.get("batch_stats", {}) if isinstance(variables, Mapping) else {}
     return sorted(_modules_of(stats) | {m for m in _modules_of(params) if is_shortcut(m)})
@@ -473,8 +472,8 @@ def transplant_mean(target: PyTree, sources: Sequence[PyTree], modules: Sequence
         if not tree:
             continue
         new = tree
-        for name, path in leaf_index(tree).items():
-            module = name.rsplit(".", 1)[0]
+        for path in leaf_index(tree).values():
+            module = module_of(path)
             if module not in modules:
                 continue
             found.add(module)

@@ -183,9 +183,14 @@ def _unit(module: str) -> str:
     return module
 
 
+def _units(modules: Sequence[str]) -> list[str]:
+    """The units of ``modules`` in forward order, each once."""
+    return list(dict.fromkeys(_unit(m) for m in modules))
+
+
 def count_blocks(modules: Sequence[str]) -> int:
     """How many units (the stem and other plain conv layers, residual blocks) ``modules`` span."""
-    return len(dict.fromkeys(_unit(m) for m in modules))
+    return len(_units(modules))
 
 
 def select_blocks(modules: Sequence[str], k: int | None, *, shortcuts: bool = True) -> list[str]:
@@ -206,8 +211,7 @@ def select_blocks(modules: Sequence[str], k: int | None, *, shortcuts: bool = Tr
     Raises:
       ValueError: ``k`` outside ``1..count_blocks(modules)``.  TypeError: ``k`` not an int.
     """
-    units = list(dict.fromkeys(_unit(m) for m in modules))
-    chosen = set(select_shallowest(units, k))
+    chosen = set(select_shallowest(_units(modules), k))
     return [m for m in modules if _unit(m) in chosen and (shortcuts or not is_shortcut(m))]
 
 

@@ -194,8 +194,8 @@ def exists(path: str) -> bool:
 
 
 #: Models shipped inside Python packages, by ``package:file``: the file's path in the installed package.
-PACKAGED = {"pyautoattack:model_test.pt": ("pyautoattack", ("examples", "model_test.pt"),
-                                           "the official AutoAttack code's CIFAR-10 ResNet-18 (inputs in [0, 1])")}
+#: ``pyautoattack:model_test.pt``: the official AutoAttack code's CIFAR-10 ResNet-18 (inputs in [0, 1]).
+PACKAGED = {"pyautoattack:model_test.pt": ("pyautoattack", ("examples", "model_test.pt"))}
 
 
 def checkpoint_path(path: str) -> str:
@@ -206,13 +206,13 @@ def checkpoint_path(path: str) -> str:
         pip command).
     """
     if path not in PACKAGED:
-        if path and not os.path.exists(path) and path.split(":", 1)[0] in {p for p, _, _ in PACKAGED.values()}:
+        if path and not os.path.exists(path) and path.split(":", 1)[0] in {p for p, _ in PACKAGED.values()}:
             raise CheckpointError(f"checkpoint {path!r}: unknown packaged model; known: {sorted(PACKAGED)}")
         return path
-    package, parts, _ = PACKAGED[path]
+    package, parts = PACKAGED[path]
     import importlib.util
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise CheckpointError(f"checkpoint {path!r} is shipped with the {package} package, which is not "
-                                         f"installed: pip install --no-deps {package}")
+                              f"installed: pip install --no-deps {package}")
     return os.path.join(list(spec.submodule_search_locations)[0], *parts)
