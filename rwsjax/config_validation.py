@@ -85,9 +85,15 @@ def common(config) -> list[str]:
         at_least(problems, config, f"{block}.step_size", 0, strict=True)
         at_least(problems, config, f"{block}.steps", 0)
     at_least(problems, config, "eval.restarts", 1)
-    at_least(problems, config, "eval.apgd_iters", 1)
-    at_least(problems, config, "eval.apgd_targets", 0)  # 0: APGD-CE only
-    at_least(problems, config, "eval.apgd_restarts", 1)
+    from rwsjax.attacks.autoattack import ATTACKS, CONFIG_VERSIONS
+    choice(problems, config, "eval.autoattack", CONFIG_VERSIONS)
+    if get(config, "eval.autoattack") == "custom":
+        listed = [a.strip() for a in str(get(config, "eval.autoattack_attacks") or "").split(",") if a.strip()]
+        if not listed or any(a not in ATTACKS for a in listed):
+            problems.append(f"config.eval.autoattack_attacks={get(config, 'eval.autoattack_attacks')!r} must be a comma "
+                            f"list of {', '.join(ATTACKS)} (eval.autoattack=custom)")
+    for field in ("apgd_iters", "apgd_targets", "apgd_restarts", "square_queries"):
+        at_least(problems, config, f"eval.{field}", 1)
     at_least(problems, config, "eval.autoattack_size", 1)
     if get(config, "ood.enabled"):
         choice(problems, config, "ood.summary", SUMMARIES)

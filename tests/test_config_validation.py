@@ -56,6 +56,7 @@ def _valid(name, preset):
     ("rift", "at.regime", "fgsm", "'trades'"),
     ("rift", "at.awp_gamma", -0.01, "config.at.awp_gamma=-0.01 must be ≥ 0"),
     ("rift", "eval.apgd_iters", 0, "config.eval.apgd_iters=0 must be ≥ 1"),
+    ("rift", "eval.autoattack", "full", "config.eval.autoattack='full' is not one of"),
     ("rws", "corruptions.names", "fog,blizzard", "unknown ['blizzard']"),
     ("rws", "corruptions.severity", 6, "must be in 1..5"),
     ("rws", "signature.bits", 12, "must be in 1..8"),

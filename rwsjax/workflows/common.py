@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -161,7 +162,7 @@ def _compiled(make: Callable, model, mesh, frozen: tuple) -> Callable:
 
 def compiled(make: Callable, model, mesh, **kwargs) -> Callable:
     """``make(model, mesh, **kwargs)`` built once per distinct arguments for the whole process: the one cache of
-    compiled evaluation steps (``steps.make_eval_step``, ``steps.make_autoattack_step``, ...).  Flax modules
+    compiled evaluation steps (``steps.make_eval_step``, ``autoattack.make_autoattack``, ...).  Flax modules
     and meshes compare by value, so two tasks with the same architecture share their steps."""
     frozen = tuple(sorted((k, _Frozen(sorted(v.items())) if isinstance(v, dict) else v) for k, v in kwargs.items()))
     return _compiled(make, model, mesh, frozen)
@@ -257,17 +258,38 @@ class Task:
         """Clean accuracy (%) on ``split``, BatchNorm in evaluation mode."""
         return self.evaluate(self.eval_step(None), variables, split, desc)["clean_accuracy"]
 
-    def autoattack(self, variables, desc: str) -> dict:
-        """AutoAttack-lite on the test split (or its seeded ``eval.autoattack_size`` subset):
-        ``{"clean_accuracy", "apgd_ce_accuracy", "apgd_t_accuracy", "autoattack_accuracy": %, "n", ...}``."""
+    def autoattack(self, variables, name: str) -> dict:
+        """AutoAttack (``eval.autoattack``: standard | plus | rand | lite | custom; :mod:`rwsjax.attacks.autoattack`)
+        on the test split (or its seeded ``eval.autoattack_size`` subset).
+
+        Resumable: the progress is kept in ``WORKDIR/autoattack_{name}.state.npz`` (removed when done); the
+        adversarial examples go to ``WORKDIR/autoattack_{name}.npz`` (``x_adv`` float32 ``[N, H, W, C]``,
+        ``y_adv``, ``robust``, ``clean``, ``indices``: positions in the TFDS test split).
+
+        Returns:
+          ``{"clean_accuracy", "autoattack_accuracy": %, "accuracy_after": {attack: %}, "version", "attacks",
+          "settings", "n", "seconds", "warnings", "adversarial_examples": path}``.
+        """
+        from rwsjax.attacks import autoattack as aa_lib
         c = self.config.eval
-        step = compiled(steps.make_autoattack_step, self.model, self.mesh, eps=float(c.eps), norm=c.norm,
-                        n_iter=int(c.apgd_iters), n_targets=int(c.apgd_targets),
-                        unroll=steps.resolve_unroll(c.unroll), restarts=int(c.apgd_restarts))
+        kwargs = aa_lib.config_kwargs(c)
+        attack = compiled(aa_lib.make_autoattack, self.model, self.mesh, **kwargs)
         split = subset(self.splits["test"], c.autoattack_size, self.config.seed + 2)
-        out = self.evaluate(step, variables, split, desc)
-        out.update(apgd_iters=int(c.apgd_iters), apgd_targets=int(c.apgd_targets), apgd_restarts=int(c.apgd_restarts))
-        return out
+        state = os.path.join(self.workdir, f"autoattack_{name}.state.npz")
+        out = attack.run(variables, split.images, split.labels, batch_size=int(c.batch_size), seed=self.config.seed,
+                         state_path=state if distributed.is_main() else None)
+        path = os.path.join(self.workdir, f"autoattack_{name}.npz")
+        if distributed.is_main():
+            from rwsjax.atomic import atomic_path
+            with atomic_path(path, suffix=".npz") as tmp:
+                np.savez(tmp, x_adv=out["x_adv"], y_adv=out["y_adv"], robust=out["robust"], clean=out["clean"],
+                         indices=split.source_indices)
+            if os.path.exists(state):
+                os.remove(state)
+        return {"clean_accuracy": out["clean_accuracy"], "autoattack_accuracy": out["robust_accuracy"],
+                "accuracy_after": out["accuracy_after"], "version": c.autoattack, "attacks": out["attacks"],
+                "settings": dataclasses.asdict(attack.settings), "eps": out["eps"], "norm": out["norm"],
+                "n": out["n"], "seconds": out["seconds"], "warnings": out["warnings"], "adversarial_examples": path}
 
     def corrupted(self, name: str, split: str, severity: int):
         """``split`` (train/val/test) of this task corrupted by ``name`` at ``severity``, generated once into

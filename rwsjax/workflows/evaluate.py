@@ -1,7 +1,7 @@
 """Evaluate one saved model on the test split as resumable stages:
 
     model (``config.checkpoint`` read once, its fingerprint recorded) → test (clean, PGD worst of restarts)
-      → ood (corrupted test sets) → autoattack (``eval.autoattack``: AutoAttack-lite per attack and combined)
+      → ood (corrupted test sets) → autoattack (``eval.autoattack``: AutoAttack, accuracy after each attack)
       → report (``evaluation.json``, ``evaluation.md``)
 
 The stages run on :mod:`rwsjax.workflows.stages`: a second run with the same config skips them, a changed
@@ -61,8 +61,8 @@ def _ood(s: Task, r) -> dict:
 
 
 def _autoattack(s: Task, r) -> dict:
-    """Stage 4: AutoAttack-lite (``eval.autoattack``) → autoattack.json (``{}`` when disabled)."""
-    out = s.autoattack(r["model"], "AutoAttack-lite") if s.config.eval.autoattack else {}
+    """Stage 4: AutoAttack (``eval.autoattack``) → autoattack.json (+ autoattack_model.npz; ``{}`` when none)."""
+    out = s.autoattack(r["model"], "model") if s.config.eval.autoattack != "none" else {}
     write_json(os.path.join(s.workdir, "autoattack.json"), out)
     return out
 
@@ -79,9 +79,9 @@ def _report(s: Task, r) -> dict:
     row = [c.checkpoint, result["clean_accuracy"], result["ood_accuracy"], result["robust_accuracy"]]
     if r["autoattack"]:
         aa = result["autoattack"] = r["autoattack"]
-        it = c.eval.apgd_iters
-        header += [f"APGD-CE-{it} (%)", f"APGD-T-{it}×{c.eval.apgd_targets} (%)", "AA-lite (%)", "AA images"]
-        row += [aa["apgd_ce_accuracy"], aa.get("apgd_t_accuracy"), aa["autoattack_accuracy"], aa["n"]]
+        header += [f"after {a.upper()} (%)" for a in aa["accuracy_after"]] + [f"AA {aa['version']} (%)", "AA images",
+                                                                                 "AA wall s"]
+        row += [*aa["accuracy_after"].values(), aa["autoattack_accuracy"], aa["n"], round(aa["seconds"])]
     result.update(checkpoint=os.path.abspath(c.checkpoint), model=c.model.name, dataset=c.data.name,
                   sha256=read_json(os.path.join(s.workdir, "model.json"))["sha256"], timings_s=dict(r.seconds))
     write_json(os.path.join(s.workdir, "evaluation.json"), result)

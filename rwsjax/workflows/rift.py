@@ -186,7 +186,7 @@ def ood_accuracy(s: Task, r) -> dict:
 
 def report(s: Task, r) -> dict:
     """Stage 6: test-split clean, PGD-10 (worst of ``eval.restarts``), OOD and (``eval.autoattack``)
-    AutoAttack-lite accuracy of θ_AT and θ_RiFT → results.json, report.md."""
+    AutoAttack accuracy of θ_AT and θ_RiFT → results.json, report.md."""
     c = s.config
     at_variables, rift_variables, rows, interp = r["at"], _rift_variables(r), r["mrc"], r["interp"]
     modules = choose_modules(rows, c.ft.modules, c.ft.top_k)
@@ -204,9 +204,9 @@ def report(s: Task, r) -> dict:
         scores["ood_accuracy"] = tuple(np.asarray(ood_results["per_image"][m]) / sets for m in ("at", "rift"))
     interval = {k: paired_bootstrap(a, b, seed=c.seed) for k, (a, b) in scores.items()}
     del at["per_example"], rift["per_example"]
-    if c.eval.autoattack:
-        at["autoattack"] = s.autoattack(at_variables, "AutoAttack-lite θ_AT")
-        rift["autoattack"] = s.autoattack(rift_variables, "AutoAttack-lite θ_RiFT")
+    if c.eval.autoattack != "none":
+        at["autoattack"] = s.autoattack(at_variables, "at")
+        rift["autoattack"] = s.autoattack(rift_variables, "rift")
     timings = {k: v for k, v in r.seconds.items()}
     results = {
         "dataset": c.data.name, "model": c.model.name, "width_multiplier": c.model.width_multiplier,
@@ -231,8 +231,8 @@ def report(s: Task, r) -> dict:
               f"OOD = `{c.ood.summary}` accuracy on {c.data.name}-C generated from the same test images "
               f"({len(ood_results['corruptions'])} corruptions × {len(ood_results['severities'])} severities)."
               if ood_results else "OOD n/c = not computed (ood.enabled=False).")
-          + (f" AA-lite = APGD-CE then APGD-T ({c.eval.apgd_targets} targets), {c.eval.apgd_iters} iterations "
-             f"each, on {at['autoattack']['n']} test images." if c.eval.autoattack else "")
+          + (f" AA = AutoAttack `{c.eval.autoattack}` ({', '.join(at['autoattack']['attacks'])}) on "
+             f"{at['autoattack']['n']} test images." if c.eval.autoattack != "none" else "")
           + (f" θ_AT = {c.init_checkpoint}." if c.get("init_checkpoint")
              else f" θ_AT trained by {results['regime']}."), "",
           *([f"**Module selection used the test split**: MRC's adversarial examples were crafted from the "
