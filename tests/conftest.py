@@ -33,6 +33,17 @@ def pytest_unconfigure(config):
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
+def reference_autoattack():
+    """``(torch, pyautoattack)``, the official AutoAttack code as a test reference; skips the test without them."""
+    torch = pytest.importorskip("torch")
+    try:
+        import pyautoattack
+        import pyautoattack.autopgd_base  # noqa: F401
+    except ImportError:
+        pytest.skip("needs pyautoattack (pip install --no-deps pyautoattack)")
+    return torch, pyautoattack
+
+
 def have_cifar10() -> bool:
     return bool(DATA_DIR) and os.path.isdir(os.path.join(DATA_DIR, "cifar10"))
 

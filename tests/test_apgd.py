@@ -26,16 +26,14 @@ from rwsjax.attacks import apgd as ap
 from rwsjax.attacks.pgd import robust_correct
 from rwsjax.train import steps
 
+from conftest import reference_autoattack  # noqa: E402
+
 DATA_DIR = os.environ.get("TFDS_DATA_DIR", "")
 
 
 def _reference():
-    torch = pytest.importorskip("torch")
-    try:
-        from pyautoattack import autopgd_base
-    except ImportError:
-        pytest.skip("needs pyautoattack (pip install --no-deps pyautoattack)")
-    return torch, autopgd_base
+    torch, pyautoattack = reference_autoattack()
+    return torch, pyautoattack.autopgd_base
 
 
 def test_schedule_by_hand():
@@ -151,11 +149,8 @@ def test_apgd_is_at_least_as_strong_as_pgd(trained_tiny_resnet, cifar_test_batch
 def _torch_model():
     torch, ref = _reference()
     import torch_models
-    try:
-        import pyautoattack
-    except ImportError:
-        pytest.skip("needs pyautoattack")
-    path = os.path.join(os.path.dirname(pyautoattack.__file__), "examples", "model_test.pt")
+    from rwsjax.train.checkpoint import checkpoint_path
+    path = checkpoint_path("pyautoattack:model_test.pt")
     if not os.path.isdir(os.path.join(DATA_DIR, "cifar10")):
         pytest.skip("set TFDS_DATA_DIR to a dir holding prepared cifar10")
     twin = torch_models.resnet18()

@@ -16,16 +16,12 @@ from rwsjax.attacks import fab
 from rwsjax.attacks.autoattack import AutoAttack, Settings
 from rwsjax.train import sharding
 
+from conftest import reference_autoattack  # noqa: E402
+
 SHORT = Settings(n_iter=4, apgd_targets=2, fab_targets=2, square_queries=60)
 
 
-def _reference():
-    torch = pytest.importorskip("torch")
-    try:
-        import pyautoattack
-    except ImportError:
-        pytest.skip("needs pyautoattack (pip install --no-deps pyautoattack)")
-    return torch, pyautoattack
+_reference = reference_autoattack
 
 
 @pytest.fixture(scope="module")

@@ -337,12 +337,10 @@ class AutoAttack:
                                        "points below the gradient attacks: the evaluation may be unreliable "
                                        "(gradient masking); consider adaptive attacks", say))
         seconds = st["seconds"] + time.time() - t0
-        x_adv = np.where(st["robust"][:, None, None, None], x_all, st["x_adv"])
-        y_adv = st["y_adv"]
         return {"clean_accuracy": float(100.0 * st["clean"].mean()), "robust_accuracy": float(100.0 * st["robust"].mean()),
                 "accuracy_after": {k: float(v) for k, v in st["after"].items()}, "n": n, "attacks": list(self.attacks), "version": self.version,
                 "eps": self.eps, "norm": self.norm, "seconds": float(seconds), "warnings": warn, "clean": st["clean"],
-                "robust": st["robust"], "x_adv": x_adv.astype(np.float32), "y_adv": y_adv.astype(np.int32)}
+                "robust": st["robust"], "x_adv": st["x_adv"], "y_adv": st["y_adv"].astype(np.int32)}
 
     # ---- checks, state -----------------------------------------------------------------------------------
     @staticmethod
