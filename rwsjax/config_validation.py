@@ -12,7 +12,7 @@ import jax
 
 from rwsjax.attacks.pgd import NORMS
 from rwsjax.data.sources import DATASETS
-from rwsjax.models.registry import MODELS
+from rwsjax.models.registry import is_model, valid_names
 
 
 class ConfigError(ValueError):
@@ -51,16 +51,25 @@ def common(config) -> list[str]:
     problems: list[str] = []
     for field in ("data.name", "pre.dataset", "transfer.dataset"):
         choice(problems, config, field, DATASETS)
-    choice(problems, config, "model.name", MODELS)
+    name = get(config, "model.name")
+    if name is not None and not is_model(name):
+        problems.append(f"config.model.name={name!r} is not one of {valid_names()}")
     at_least(problems, config, "model.width_multiplier", 0, strict=True)
     for field, example in (("model.mean", "0,0,0"), ("model.std", "1,1,1")):
         value = get(config, field)
         if value is not None and (len(value) != 3 or (field == "model.std" and min(value) <= 0)):
             problems.append(f"config.{field}={tuple(value)} must be 3 per-channel values in [0, 1] pixel scale"
                             f"{' (all > 0)' if field == 'model.std' else ''}, e.g. --config.{field}={example}")
+    from rwsjax.models import robustbench
     from rwsjax.train.checkpoint import CheckpointError, checkpoint_path
     for field in ("init_checkpoint", "checkpoint"):
         path = get(config, field)
+        if robustbench.is_spec(path):
+            try:
+                robustbench.checkpoint_file(path, _checkpoint_dataset(config, field), get(config, "model_dir"))
+            except robustbench.RobustBenchError as e:
+                problems.append(f"config.{field}: {e}")
+            continue
         try:
             path = checkpoint_path(path)
         except CheckpointError as e:
@@ -120,9 +129,36 @@ def raise_problems(problems: list[str]) -> None:
         raise ConfigError(f"invalid config ({len(problems)} problems): " + "; ".join(problems))
 
 
+def _checkpoint_dataset(config, field: str) -> str:
+    """The dataset a checkpoint field's model was trained on: RWS's θ_pre (``init_checkpoint``) on
+    ``pre.dataset``, every other on ``data.name``."""
+    if field == "init_checkpoint" and get(config, "pre.dataset"):
+        return get(config, "pre.dataset")
+    return get(config, "data.name")
+
+
+def adopt_robustbench(config) -> None:
+    """``robustbench:NAME`` in ``checkpoint``/``init_checkpoint`` → that file (``model_dir/<dataset>/<threat>/
+    NAME.pt``), and ``model.name``/``width_multiplier``/``mean``/``std`` set to its architecture
+    (:mod:`rwsjax.models.robustbench`), in place; printed.  Idempotent (the field then holds the file)."""
+    from rwsjax.models import robustbench
+    for field in ("init_checkpoint", "checkpoint"):
+        spec = config.get(field)
+        if not robustbench.is_spec(spec):
+            continue
+        dataset = _checkpoint_dataset(config, field)
+        arch, mean, std = robustbench.entry(spec, dataset)
+        path = robustbench.checkpoint_file(spec, dataset, config.get("model_dir"))
+        config.model.name, config.model.width_multiplier = arch, 1.0
+        config.model.mean, config.model.std = tuple(mean), tuple(std)
+        config[field] = path
+        print(f"[robustbench] {spec}: {arch}, mean={tuple(mean)}, std={tuple(std)}, from {path}")
+
+
 def resolve_defaults(config) -> None:
     """Fill the fields whose default depends on another field, in place (after validation).
 
+    ``robustbench:NAME`` checkpoints → their file and architecture (:func:`adopt_robustbench`);
     ``at.beta`` None → the regime's paper β (TRADES 6, MART 6, SCORE 4; unused by PGD-AT);
     ``at.lr_schedule`` None → the regime's (cyclic for FGSM-RS, piecewise otherwise);
     ``at.awp_gamma`` / ``at.awp_warmup`` None → the AWP paper's γ and warm-up epochs for the regime
@@ -131,6 +167,7 @@ def resolve_defaults(config) -> None:
     """
     from rwsjax import protocols
     from rwsjax.train import regimes
+    adopt_robustbench(config)
     protocols.resolve(config)
     at = config.get("at")
     if at is None or "regime" not in at:

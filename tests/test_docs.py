@@ -57,6 +57,8 @@ CHECK = {
     "rwsjax run --config=rws:cpu --workdir=runs/rws_cpu",
     "rwsjax run --config=rift --workdir=runs/rift_bot --config.model.name=preact_resnet18 "
     "--config.init_checkpoint=PreActResNet18_AT.safetensors",
+    "rwsjax run --config=evaluate --workdir=runs/eval_wong --config.checkpoint=robustbench:Wong2020Fast "
+    "--config.eval.autoattack=standard",
 }
 
 _BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
@@ -142,6 +144,12 @@ def test_the_readme_and_docs_run(tmp_path):
                         if "--config.init_checkpoint" in args:  # a PyTorch file of the named architecture
                             _pytorch_file(args.get("--config.model.name", "resnet18"),
                                           work / args["--config.init_checkpoint"])
+                        if args.get("--config.checkpoint", "").startswith("robustbench:"):  # in its layout
+                            from rwsjax.models import robustbench
+                            name = args["--config.checkpoint"].split(":", 1)[1]
+                            folder = work / "models" / "cifar10" / "Linf"
+                            folder.mkdir(parents=True, exist_ok=True)
+                            _pytorch_file(robustbench.MODELS[("cifar10", "Linf")][name][0], folder / f"{name}.pt")
                         p = _run(command, str(work), offline)
                         last = (p.stderr.strip().splitlines() or [""])[-1]
                         assert p.returncode == 2 and " is not prepared in " in last, (page, command, p.stderr[-3000:])

@@ -1,7 +1,5 @@
 """Tests for the CIFAR model zoo (rwsjax.models)."""
 
-import re
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -13,7 +11,8 @@ from rwsjax.models import (CIFAR10_MEAN, CIFAR10_STD, MODELS, create_model,
 
 WIDTH = 0.25
 #: Thinner test widths for the bigger models (keeps the eager tests fast).
-WIDTHS = {"resnet50": 0.125, "vgg16": 0.125, "resnet50_imagenet": 0.125}
+WIDTHS = {"resnet50": 0.125, "vgg16": 0.125, "resnet50_imagenet": 0.125, "wrn28_10": 0.0625, "wrn34_20": 0.03125,
+          "dm_wrn28_10_swish": 0.0625, "dm_wrn70_16_swish": 0.03125}
 NUM_CLASSES = 7
 BATCH = 2
 #: Models without BatchNorm (no "batch_stats" collection).
@@ -25,6 +24,14 @@ EXPECTED_PARAMS = {
     # kuangliu PreActResNet18 (11,171,146) + final `bn` (512 scale + 512 bias).
     "preact_resnet18": 11_172_170,
     "wrn34_10": 46_160_474,
+    "wrn28_10": 36_479_194,
+    "wrn34_20": 184_531_674,
+    # RobustBench's PreActResNet (PreActBlock, no final BN) = kuangliu PreActResNet18.
+    "preact_resnet18_rb": 11_171_146,
+    # RobustBench DMWideResNet / DMPreActResNet (3x3 shortcut convs).
+    "dm_wrn28_10_swish": 36_479_194,
+    "dm_wrn70_16_swish": 266_796_506,
+    "dm_preact_resnet18_swish": 12_548_426,
     # kuangliu ResNet50 (Bottleneck, [3, 4, 6, 3]).
     "resnet50": 23_520_842,
     # VGG-16 conv features without BN (14,714,688) + 512*10 + 10 head.
@@ -51,7 +58,7 @@ def _torch_names(params, leaf="kernel"):
     for path, _ in flat:
         keys = [p.key for p in path]
         if keys[-1] == leaf:
-            names.append(re.sub(r"_(\d+)", r".\1", ".".join(keys[:-1])))
+            names.append(flax_path_to_torch_name(keys[:-1]))
     return names
 
 
@@ -66,8 +73,9 @@ def built(request):
 
 
 def test_registry_names():
-    assert MODELS == {"resnet18", "resnet34", "resnet50", "preact_resnet18",
-                      "wrn34_10", "vgg16", "resnet18_imagenet", "resnet50_imagenet"}
+    assert MODELS == {"resnet18", "resnet34", "resnet50", "preact_resnet18", "preact_resnet18_rb",
+                      "wrn28_10", "wrn34_10", "wrn34_20", "dm_wrn28_10_swish", "dm_wrn70_16_swish",
+                      "dm_preact_resnet18_swish", "vgg16", "resnet18_imagenet", "resnet50_imagenet"}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -30,7 +30,8 @@ same start (``x_init``) the iterates equal the reference's to float tolerance (`
 
 Parts, composable and pure (``jax.jit`` them; :mod:`rwsjax.attacks.autoattack` runs them over a dataset):
 
-- :func:`start` — the random start; :func:`init` — the state after evaluating the start;
+- :func:`start` — the random start; :func:`init` — the state after evaluating the start (= :func:`step` of
+  :func:`pending`, the state before it: one compiled step serves the start and every iteration);
 - :func:`step` — one iteration (state → state); :func:`result` — ``(x_adv, robust)`` from a state;
 - :func:`apgd` — init + ``n_iter`` steps in one ``lax.scan`` (a single function to jit on GPU/TPU);
 - losses :func:`dlr_loss`, :func:`dlr_targeted_loss` (Eq. 5, 6); :func:`target_classes`.
@@ -147,10 +148,10 @@ def start(keys: jax.Array, x: jax.Array, *, eps: float, norm: str = "linf") -> j
 def _check(norm, loss, targets, n_iter):
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; valid: {NORMS}")
-    if loss not in LOSSES:
+    if isinstance(loss, str) and loss not in LOSSES:
         raise ValueError(f"unknown APGD loss {loss!r}; valid: {LOSSES}")
-    if loss == "dlr_t" and targets is None:
-        raise ValueError("loss='dlr_t' (APGD-T) needs targets")
+    if (loss == "dlr_t" or not isinstance(loss, str)) and targets is None:
+        raise ValueError("loss='dlr_t' (APGD-T) and a per-example loss code need targets")
     schedule(n_iter)
 
 
@@ -158,7 +159,12 @@ def _evaluate(logits_fn, z, labels, targets, loss, eot_iter):
     """Loss per example, logits and the input gradient (averaged over ``eot_iter`` evaluations)."""
     def total(u):
         logits = logits_fn(u)
-        if loss == "ce":
+        if not isinstance(loss, str):  # a code per example into LOSSES: one program for APGD-CE, -DLR and -T
+            value = cross_entropy(logits, labels)
+            if logits.shape[-1] >= 4:  # DLR needs 3 classes, its targeted form 4 (the driver checks)
+                value = jnp.select([loss == 1, loss == 2], [dlr_loss(logits, labels),
+                                                            dlr_targeted_loss(logits, labels, targets)], value)
+        elif loss == "ce":
             value = cross_entropy(logits, labels)
         elif loss == "dlr":
             value = dlr_loss(logits, labels)
@@ -172,38 +178,52 @@ def _evaluate(logits_fn, z, labels, targets, loss, eot_iter):
     return value, logits, grad / float(eot_iter)
 
 
+def pending(x: jax.Array, x_init: jax.Array, *, eps: float, n_iter: int = 100) -> dict:
+    """The APGD state *before* the start is evaluated (no model call): ``i = -1``, ``x_adv = clip(x_init)``.
+
+    The first :func:`step` on it evaluates the start (no move) and sets what :func:`init` sets, so a driver
+    compiles one program, :func:`step`, for the whole run (the start and every iteration share its forward
+    and backward pass).  ``x``: the clean images (for shapes); ``x_init``: float32 ``[B, H, W, C]``.
+    """
+    x_adv = jnp.clip(x_init.astype(jnp.float32), 0.0, 1.0)
+    b = x.shape[0]
+    zero = jnp.zeros((b,), jnp.float32)
+    return dict(x_adv=x_adv, x_adv_old=x_adv, grad=jnp.zeros_like(x_adv), x_best=x_adv, grad_best=jnp.zeros_like(x_adv),
+                x_best_adv=x_adv, loss_best=zero, loss_best_last_check=zero, reduced_last_check=jnp.ones((b,), bool),
+                step_size=jnp.full((b,), 2.0 * eps, jnp.float32), loss_steps=jnp.zeros((b, n_iter), jnp.float32),
+                acc=jnp.ones((b,), bool), i=jnp.full((b,), -1, jnp.int32), zero_grad=jnp.zeros((b,), bool))
+
+
 def init(logits_fn: LogitsFn, x: jax.Array, labels: jax.Array, x_init: jax.Array, *, eps: float,
-         n_iter: int = 100, norm: str = "linf", loss: str = "ce", targets: jax.Array | None = None,
+         n_iter: int = 100, norm: str = "linf", loss: str | jax.Array = "ce", targets: jax.Array | None = None,
          eot_iter: int = 1) -> dict:
-    """The APGD state after evaluating the start ``x_init`` (``float32 [B, H, W, C]``, e.g. :func:`start`).
+    """The APGD state after evaluating the start ``x_init`` (``float32 [B, H, W, C]``, e.g. :func:`start`):
+    :func:`step` of :func:`pending`.
 
     Every leaf has the batch as its leading axis (so the whole state shards over the batch): ``x_adv``,
     ``x_adv_old``, ``grad``, ``x_best``, ``grad_best``, ``x_best_adv`` ``[B, H, W, C]``; ``loss_best``,
     ``loss_best_last_check``, ``reduced_last_check``, ``step_size`` float32 ``[B]``; ``loss_steps``
     ``[B, n_iter]``; ``acc`` bool ``[B]`` (no iterate misclassified yet); ``i`` int32 ``[B]`` (iterations
-    done); ``zero_grad`` bool ``[B]`` (zero gradient at the start: the reference's DLR warning).
+    done; -1 before the start is evaluated); ``zero_grad`` bool ``[B]`` (zero gradient at the start: the
+    reference's DLR warning).
 
     Raises:
       ValueError: unknown ``norm``/``loss``, ``dlr_t`` without ``targets``, ``n_iter < 1``.
     """
     _check(norm, loss, targets, n_iter)
-    x_adv = jnp.clip(x_init.astype(jnp.float32), 0.0, 1.0)
-    value, logits, grad = _evaluate(logits_fn, x_adv, labels, targets, loss, eot_iter)
-    b = x.shape[0]
-    return dict(x_adv=x_adv, x_adv_old=x_adv, grad=grad, x_best=x_adv, grad_best=grad, x_best_adv=x_adv,
-                loss_best=value, loss_best_last_check=value, reduced_last_check=jnp.ones((b,), bool),
-                step_size=jnp.full((b,), 2.0 * eps, jnp.float32), loss_steps=jnp.zeros((b, n_iter), jnp.float32),
-                acc=jnp.argmax(logits, -1) == labels, i=jnp.zeros((b,), jnp.int32),
-                zero_grad=jnp.sum(jnp.abs(grad.reshape(b, -1)), -1) == 0)
+    return step(logits_fn, pending(x, x_init, eps=eps, n_iter=n_iter), x, labels, eps=eps, n_iter=n_iter,
+                norm=norm, loss=loss, targets=targets, eot_iter=eot_iter)
 
 
 def step(logits_fn: LogitsFn, state: dict, x: jax.Array, labels: jax.Array, *, eps: float, n_iter: int = 100,
-         norm: str = "linf", loss: str = "ce", targets: jax.Array | None = None, rho: float = 0.75,
+         norm: str = "linf", loss: str | jax.Array = "ce", targets: jax.Array | None = None, rho: float = 0.75,
          eot_iter: int = 1) -> dict:
-    """One APGD iteration (reference ``attack_single_run``, loop body): state → state (see :func:`init`)."""
+    """One APGD iteration (reference ``attack_single_run``, loop body): state → state (see :func:`init`);
+    on a :func:`pending` row (``i = -1``) the evaluation of its start instead."""
     s = dict(state)
     i = s["i"]
     bshape = _bshape(x)
+    first = i < 0
     grad2 = s["x_adv"] - s["x_adv_old"]
     x_adv = s["x_adv"]
     a = jnp.where(i > 0, 0.75, 1.0).reshape(bshape)
@@ -213,9 +233,13 @@ def step(logits_fn: LogitsFn, state: dict, x: jax.Array, labels: jax.Array, *, e
     else:
         x1 = _project(x_adv + step_size * _normalize(s["grad"], norm), x, eps, norm)
     x1 = x_adv + (x1 - x_adv) * a + grad2 * (1.0 - a)
-    x_new = _project(x1, x, eps, norm)
+    x_new = jnp.where(first.reshape(bshape), x_adv, _project(x1, x, eps, norm))
     value, logits, grad = _evaluate(logits_fn, x_new, labels, targets, loss, eot_iter)
     pred = jnp.argmax(logits, -1) == labels
+    started = dict(x_adv=x_new, x_adv_old=x_new, grad=grad, x_best=x_new, grad_best=grad, x_best_adv=x_new,
+                   loss_best=value, loss_best_last_check=value, reduced_last_check=s["reduced_last_check"],
+                   step_size=s["step_size"], loss_steps=s["loss_steps"], acc=pred, i=i + 1,
+                   zero_grad=jnp.sum(jnp.abs(grad.reshape(grad.shape[0], -1)), -1) == 0)
     s.update(x_adv_old=x_adv, x_adv=x_new, grad=grad, acc=s["acc"] & pred,
              x_best_adv=jnp.where((~pred).reshape(bshape), x_new, s["x_best_adv"]))
     cols = jnp.arange(n_iter)
@@ -228,7 +252,7 @@ def step(logits_fn: LogitsFn, state: dict, x: jax.Array, labels: jax.Array, *, e
     is_check, window = np.zeros(n_iter, bool), np.zeros(n_iter, np.int32)
     for w, k in schedule(n_iter):
         is_check[w - 1], window[w - 1] = True, k
-    check, k = jnp.asarray(is_check)[i], jnp.asarray(window)[i]
+    check, k = jnp.asarray(is_check)[jnp.maximum(i, 0)], jnp.asarray(window)[jnp.maximum(i, 0)]
     # check_oscillation: #{c < k : L[i − c] > L[i − c − 1]} over the stored losses, indices mod n_iter.
     steps_ = s["loss_steps"]
     rises = steps_ > jnp.roll(steps_, 1, axis=1)  # rises[:, m] = L[m] > L[m − 1 mod n]
@@ -243,7 +267,7 @@ def step(logits_fn: LogitsFn, state: dict, x: jax.Array, labels: jax.Array, *, e
              step_size=jnp.where(halve, s["step_size"] / 2.0, s["step_size"]),
              x_adv=jnp.where(hb, s["x_best"], s["x_adv"]), grad=jnp.where(hb, s["grad_best"], s["grad"]),
              i=i + 1)
-    return s
+    return {k: jnp.where(first.reshape((-1,) + (1,) * (v.ndim - 1)), started[k], v) for k, v in s.items()}
 
 
 def result(state: dict) -> tuple[jax.Array, jax.Array]:
@@ -254,7 +278,7 @@ def result(state: dict) -> tuple[jax.Array, jax.Array]:
 
 
 def apgd(logits_fn: LogitsFn, x: jax.Array, labels: jax.Array, key: jax.Array | None, *, eps: float,
-         n_iter: int = 100, norm: str = "linf", loss: str = "ce", targets: jax.Array | None = None,
+         n_iter: int = 100, norm: str = "linf", loss: str | jax.Array = "ce", targets: jax.Array | None = None,
          rho: float = 0.75, x_init: jax.Array | None = None, eot_iter: int = 1, return_trace: bool = False):
     """One APGD run: :func:`start` (or ``x_init``), :func:`init`, ``n_iter`` × :func:`step` in a ``lax.scan``.
 
@@ -265,7 +289,9 @@ def apgd(logits_fn: LogitsFn, x: jax.Array, labels: jax.Array, key: jax.Array | 
       eps: radius in [0,1] pixel units (ℓ∞: 8/255; ℓ2: 0.5).
       n_iter: iterations N (AutoAttack: 100); ``norm`` ``"linf"`` or ``"l2"``.
       loss: ``"ce"`` (APGD-CE), ``"dlr"`` (APGD-DLR) or ``"dlr_t"`` (APGD-T; needs ``targets`` int ``[B]``,
-        see :func:`target_classes`) — the reference's ``ce``, ``dlr``, ``dlr-targeted``.
+        see :func:`target_classes`) — the reference's ``ce``, ``dlr``, ``dlr-targeted``; or an int32 ``[B]``
+        array of indices into :data:`LOSSES`, one loss per example (with ``targets``; the labels where
+        untargeted): one compiled program serves every APGD variant (:class:`~rwsjax.attacks.autoattack.AutoAttack`).
       rho: condition-1 fraction (0.75).  ``eot_iter``: gradients averaged per iterate (the reference's EOT;
         the same gradient each time for a deterministic model).
       return_trace: also return per-iteration ``losses [n_iter, B]``, ``steps [n_iter + 1, B]`` (the step
@@ -299,5 +325,5 @@ def apgd(logits_fn: LogitsFn, x: jax.Array, labels: jax.Array, key: jax.Array | 
     return x_adv, robust
 
 
-__all__ = ["LOSSES", "apgd", "checkpoints", "dlr_loss", "dlr_targeted_loss", "init", "result", "schedule",
+__all__ = ["LOSSES", "apgd", "checkpoints", "dlr_loss", "dlr_targeted_loss", "init", "pending", "result", "schedule",
            "start", "step", "target_classes"]

@@ -15,8 +15,10 @@ Versions (:data:`VERSIONS`, the reference's ``_set_version``):
 - ``custom``: any list of :data:`ATTACKS` (``attacks=[...]``), standard settings.
 
 Every attack runs only on the examples still robust (correct on x and not broken by an earlier attack,
-restart or target), in fixed-size batches of those examples, so each attack compiles once.  Each APGD /
-FAB / Square iteration is one compiled call (the loop runs on the host: on XLA:CPU a rolled ``lax.scan`` of
+restart or target), in fixed-size batches of those examples, so each attack compiles once (APGD-CE, -DLR and
+-T share one step program: the loss is a per-example code, and the step's first call evaluates the start;
+target classes come from the clean logits of the first pass, as the reference's sort of ``model(x)``).  Each
+APGD / FAB / Square iteration is one compiled call (the loop runs on the host: on XLA:CPU a rolled ``lax.scan`` of
 convolutions is ~3× slower than the same iterations called one by one, and compiles ~10× longer).  An
 example's random starts come from ``(seed, round, example index)``, so results do not depend on the batch
 size, the device count or an interruption: with ``state_path`` the evaluation writes its progress after
@@ -36,7 +38,6 @@ is the reference's (``tests/test_apgd.py``, ``tests/test_autoattack.py``).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import os
@@ -103,15 +104,19 @@ def _rounds(attack: str, s: Settings) -> list[tuple[int, int]]:
     return [(0, 0)]
 
 
+#: The APGD attacks' loss codes (indices into :data:`rwsjax.attacks.apgd.LOSSES`).
+_LOSS_CODE = {"apgd-ce": 0, "apgd-dlr": 1, "apgd-t": 2}
+
+
 def _keys(ids):
-    """One PRNG key per row of ``ids`` int32 ``[B, 3]`` = (seed, round, example index)."""
+    """One PRNG key per row of ``ids`` int32 ``[B, 6]`` from its first three columns = (seed, round, example
+    index); the others are the target class, the restart and the APGD loss code."""
     return jax.vmap(lambda r: jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(r[0]), r[1]), r[2]))(ids)
 
 
-def _rank_targets(logits, ranks):
-    """Per row the class with the ``ranks``-th highest logit (reference ``sort(dim=1)[1][:, -rank]``)."""
-    order = jnp.argsort(logits, axis=-1)
-    return jnp.take_along_axis(order, (logits.shape[-1] - jnp.maximum(ranks, 1))[:, None], 1)[:, 0].astype(jnp.int32)
+def _rank_targets(logits: np.ndarray, rank: int) -> np.ndarray:
+    """Per row the class with the ``rank``-th highest clean logit (reference ``sort(dim=1)[1][:, -rank]``)."""
+    return np.argsort(logits, axis=-1, kind="stable")[:, logits.shape[-1] - rank].astype(np.int32)
 
 
 class AutoAttack:
@@ -156,29 +161,27 @@ class AutoAttack:
         fn = lambda v: (lambda u: model.apply(v, u, train=False))  # noqa: E731
         jit = lambda f, n_in: jax.jit(f, in_shardings=(rep,) + (data,) * (n_in - 1), out_shardings=data)  # noqa: E731
         self._logits = jit(lambda v, x: fn(v)(x), 2)
-        self._apgd = {}
-        for loss in ("ce", "dlr", "dlr_t"):
-            kw = dict(eps=eps, n_iter=st.n_iter, norm=norm, loss=loss, eot_iter=st.eot_iter)
+        # One program set for APGD-CE, -DLR and -T: the loss is a per-example code (ids[:, 5] into LOSSES).
+        kw = dict(eps=eps, n_iter=st.n_iter, norm=norm, eot_iter=st.eot_iter)
 
-            def a_init(v, x, y, ids, kw=kw, loss=loss):
-                f = fn(v)
-                targets = _rank_targets(f(x), ids[:, 3]) if loss == "dlr_t" else y
-                x0 = apgd_lib.start(_keys(ids), x, eps=eps, norm=norm)
-                return apgd_lib.init(f, x, y, x0, targets=targets if loss == "dlr_t" else None, **kw), targets
+        def a_init(v, x, y, ids):
+            targets, code = ids[:, 3], ids[:, 5]
+            x0 = apgd_lib.start(_keys(ids), x, eps=eps, norm=norm)
+            return apgd_lib.pending(x, x0, eps=eps, n_iter=st.n_iter), (targets, code)  # step 0 evaluates x0
 
-            def a_step(v, s, x, y, targets, kw=kw, loss=loss):
-                return apgd_lib.step(fn(v), s, x, y, targets=targets if loss == "dlr_t" else None, **kw)
+        def a_step(v, s, x, y, targets):
+            return apgd_lib.step(fn(v), s, x, y, loss=targets[1], targets=targets[0], **kw)
 
-            def a_finish(v, s, x, y, mask):
-                x_adv, robust = apgd_lib.result(s)
-                pred = jnp.argmax(fn(v)(x_adv), -1)
-                return x_adv, mask & ~robust & (pred != y), pred, s["zero_grad"] & mask
+        def a_finish(v, s, x, y, mask):
+            x_adv, robust = apgd_lib.result(s)
+            pred = jnp.argmax(fn(v)(x_adv), -1)
+            return x_adv, mask & ~robust & (pred != y), pred, s["zero_grad"] & mask
 
-            self._apgd[loss] = (jit(a_init, 4), jit(a_step, 5), jit(a_finish, 5))
+        self._apgd = (jit(a_init, 4), jit(a_step, 5), jit(a_finish, 5))
         self._fab = {}
         for targeted in (False, True):
             def f_init(v, x, y, ids, targeted=targeted):
-                targets = _rank_targets(fn(v)(x), ids[:, 3]) if targeted else y
+                targets = ids[:, 3] if targeted else y
                 keys = _keys(ids)
                 s0 = fab_lib.init(x, keys, eps=eps, norm=norm, random_start=False)
                 s1 = fab_lib.init(x, keys, eps=eps, norm=norm, random_start=True)
@@ -215,8 +218,7 @@ class AutoAttack:
 
     def _parts(self, attack):
         if attack.startswith("apgd"):
-            loss = {"apgd-ce": "ce", "apgd-dlr": "dlr", "apgd-t": "dlr_t"}[attack]
-            return self._apgd[loss], self.settings.n_iter, None
+            return self._apgd, self.settings.n_iter + 1, None  # the start's evaluation, then n_iter iterations
         if attack.startswith("fab"):
             return self._fab[attack == "fab-t"], self.settings.n_iter, None
         return self._square, self.settings.square_queries, self._square_done
@@ -283,15 +285,18 @@ class AutoAttack:
             return sharding.shard_batch((x_all[pad], y_all[pad], mask, ids), self.mesh)
 
         if st is None:
-            clean, pred = np.zeros(n, bool), np.zeros(n, np.int32)
+            clean_logits = None
             for _, part, pad, mask in batches(np.arange(n)):
-                xb, _, _, _ = put(pad, mask, np.zeros((len(pad), 5), np.int32))
+                xb, _, _, _ = put(pad, mask, np.zeros((len(pad), 6), np.int32))
                 with dispatch.guard():
                     logits = np.asarray(jax.device_get(self._logits(variables, xb)))
-                pred[part] = logits[: len(part)].argmax(-1)
+                if clean_logits is None:
+                    clean_logits = np.zeros((n, logits.shape[-1]), np.float32)
+                clean_logits[part] = logits[: len(part)]
+            pred = clean_logits.argmax(-1).astype(np.int32)
             clean = pred == y_all
             st = dict(clean=clean, robust=clean.copy(), x_adv=x_all.copy(), y_adv=pred, round=0, batch=0, rows=None,
-                      after={}, seconds=0.0)
+                      after={}, seconds=0.0, logits=clean_logits)
         else:
             st["x_adv"] = x_all.copy()
             st["x_adv"][st.pop("hit")] = st.pop("x_hit")
@@ -308,8 +313,11 @@ class AutoAttack:
                 if b < st["batch"]:
                     continue
                 size = len(pad)
-                ids = np.stack([np.full(size, seed), np.full(size, ri), pad, np.full(size, rank),
-                                np.full(size, restart)], 1).astype(np.int32)
+                # (seed, round, index) → the random start; the target class (the label when untargeted: targets
+                # from the clean logits, as the reference's sort of model(x)); the restart; the APGD loss code
+                target = _rank_targets(st["logits"][pad], rank) if rank else y_all[pad]
+                ids = np.stack([np.full(size, seed), np.full(size, ri), pad, target, np.full(size, restart),
+                                np.full(size, _LOSS_CODE.get(attack, 0))], 1).astype(np.int32)
                 out = self._run_batch(attack, variables, *put(pad, mask, ids))
                 x_adv, broken, pred, zero = (np.asarray(v) for v in jax.device_get(out))
                 hit = part[broken[: len(part)]]
@@ -390,7 +398,7 @@ class AutoAttack:
         hit = np.flatnonzero(st["clean"] & ~st["robust"])
         meta = dict(fingerprint=fingerprint, round=round_index,
                     batch=int(st["batch"]), after=st["after"], seconds=st["seconds"] + time.time() - t0)
-        arrays = dict(clean=st["clean"], robust=st["robust"], hit=hit, x_hit=st["x_adv"][hit],
+        arrays = dict(clean=st["clean"], robust=st["robust"], hit=hit, x_hit=st["x_adv"][hit], logits=st["logits"],
                       y_adv=st["y_adv"], rows=st["rows"] if st["rows"] is not None else np.zeros(0, np.int64),
                       has_rows=np.asarray(st["rows"] is not None), meta=np.asarray(json.dumps(meta)))
         with atomic_path(path, suffix=".npz") as tmp:
@@ -407,7 +415,7 @@ class AutoAttack:
             st = dict(clean=f["clean"].copy(), robust=f["robust"].copy(), y_adv=f["y_adv"].copy(),
                       rows=f["rows"].copy() if bool(f["has_rows"]) else None, round=int(meta["round"]),
                       batch=int(meta["batch"]), after=dict(meta["after"]), seconds=float(meta["seconds"]),
-                      hit=f["hit"].copy(), x_hit=f["x_hit"].copy())
+                      hit=f["hit"].copy(), x_hit=f["x_hit"].copy(), logits=f["logits"].copy())
         say(f"[autoattack] resuming from {path}: attack round {st['round']}, batch {st['batch']}")
         return st
 

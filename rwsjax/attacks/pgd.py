@@ -82,6 +82,7 @@ def pgd(
     gaussian_start: float | None = None,
     clip_start: bool = True,
     iterates: bool = False,
+    x_init: jax.Array | None = None,
 ):
     """Untargeted PGD maximizing the cross-entropy of ``logits_fn`` (or ``loss_fn``).
 
@@ -102,6 +103,8 @@ def pgd(
       clip_start: ``False``: the Gaussian start is not clipped to [0, 1] before the first gradient
         (the official TRADES/MART code, ``trades.py:32``, ``mart.py:21``; every later iterate is).
       iterates: also return the points the gradients were taken at.
+      x_init: start from this point (float32 ``[B, H, W, C]``, taken as given) instead of a random one;
+        ``key`` is then unused (e.g. one step from another implementation's iterate).
 
     Returns:
       adversarial images, float32 ``[B, H, W, C]``, inside the ε-ball and [0, 1]; with ``iterates``
@@ -126,7 +129,9 @@ def pgd(
             z = z + step_size * g / jnp.maximum(_per_example_l2(g), 1e-12)
         return project(z, x, eps, norm)
 
-    if gaussian_start is not None:
+    if x_init is not None:
+        z = jnp.asarray(x_init, x.dtype)
+    elif gaussian_start is not None:
         z = x + gaussian_start * jax.random.normal(key, x.shape, x.dtype)
         z = jnp.clip(z, 0.0, 1.0) if clip_start else z
     else:

@@ -61,10 +61,12 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     c.model.mean = ml_collections.FieldReference(None, field_type=tuple)
     c.model.std = ml_collections.FieldReference(None, field_type=tuple)
 
-    # θ_AT given instead of trained: a PyTorch state_dict (.pt/.pth/.safetensors, e.g. a Bag-of-Tricks or
-    # RobustBench model of a supported architecture) or an rwsjax (Orbax) variables directory. The AT stage
-    # then adopts it as θ_AT (no training); everything after runs as usual.
+    # θ_AT given instead of trained: a PyTorch state_dict (.pt/.pth/.safetensors, e.g. a Bag-of-Tricks model of
+    # a supported architecture), an rwsjax (Orbax) variables directory, or robustbench:NAME (the RobustBench
+    # model NAME from model_dir/<data.name>/Linf/NAME.pt; architecture and normalization set from its name,
+    # rwsjax.models.robustbench). The AT stage then adopts it as θ_AT (no training); the rest runs as usual.
     c.init_checkpoint = ""
+    c.model_dir = "models"           # RobustBench's model directory (its load_model default, ./models)
 
     # Training attack (Madry PGD-AT).
     c.attack = ml_collections.ConfigDict()

@@ -71,7 +71,9 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     # θ_pre given instead of pretrained: a PyTorch state_dict (.pt/.pth/.safetensors, e.g. torchvision's
     # ImageNet ResNet-50 for model.name=resnet50_imagenet, as the paper) or an rwsjax (Orbax) variables dir.
     # Its classifier head may have any number of classes: only the layers that fit are carried over.
+    # robustbench:NAME: a RobustBench model of pre.dataset from model_dir (rwsjax.models.robustbench).
     c.init_checkpoint = ""
+    c.model_dir = "models"
 
     # θ_pre: pretraining on the source task (skipped when init_checkpoint is given).
     c.pre = _finetune(epochs=30, decay_epochs=(20, 25), lr=0.05)

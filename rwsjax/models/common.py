@@ -37,7 +37,7 @@ conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 #: PyTorch ``nn.Linear`` default weight init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 dense_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
-_INDEX_RE = re.compile(r"_(\d+)")
+_INDEX_RE = re.compile(r"(?<!_)_(\d+)")
 
 
 def scale_width(channels: int, width_multiplier: float) -> int:
@@ -63,11 +63,12 @@ def flax_path_to_torch_name(path: Sequence[str]) -> str:
 
     The rule is: join the path with ``"."`` and replace every ``_<digits>``
     with ``.<digits>``; e.g. ``("layer2_0", "shortcut_0", "kernel")`` ->
-    ``"layer2.0.shortcut.0.kernel"``. The leaf name (``kernel``/``scale``/
+    ``"layer2.0.shortcut.0.kernel"``. A doubled underscore is a literal one
+    (``"batchnorm__0"`` -> ``"batchnorm_0"``, the DeepMind WideResNet's names). The leaf name (``kernel``/``scale``/
     ``bias``/``mean``/``var``) is kept as is; mapping it to PyTorch's
     ``weight``/``bias``/``running_mean``/``running_var`` is up to the caller.
     """
-    return _INDEX_RE.sub(r".\1", ".".join(str(p) for p in path))
+    return _INDEX_RE.sub(r".\1", ".".join(str(p) for p in path)).replace("__", "_")
 
 
 def conv3x3(features: int, stride: int = 1, *, dtype: Dtype = jnp.float32,

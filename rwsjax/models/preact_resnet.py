@@ -43,12 +43,15 @@ class PreActBlock(nn.Module):
       dtype: computation dtype.
 
     The shortcut is a 1x1 conv (no BN) on ``relu(bn1(x))`` when
-    ``stride != 1 or in_planes != planes``, else the identity on ``x``.
+    ``stride != 1 or in_planes != planes``, else the identity on ``x``; with
+    ``shortcut_from_input`` the conv takes ``x`` itself (RobustBench's
+    ``PreActBlock`` with ``out_shortcut=False``: Wong2020Fast).
     """
 
     in_planes: int
     planes: int
     stride: int = 1
+    shortcut_from_input: bool = False
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -56,7 +59,7 @@ class PreActBlock(nn.Module):
         out = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(x))
         if self.stride != 1 or self.in_planes != self.planes:
             shortcut = conv1x1(self.planes, self.stride, dtype=self.dtype,
-                               name="shortcut_0")(out)
+                               name="shortcut_0")(x if self.shortcut_from_input else out)
         else:
             shortcut = x
         out = conv3x3(self.planes, self.stride, dtype=self.dtype, name="conv1")(out)
@@ -74,6 +77,10 @@ class PreActResNet(nn.Module):
       width_multiplier: scales every channel count
         (``max(1, round(c * width_multiplier))``).
       mean, std: per-channel normalization constants in [0, 1] pixel scale.
+      final_bn: the final ``bn`` + ReLU before pooling (False: RobustBench's
+        ``PreActResNet`` with ``bn_before_fc=False``, the head on the last
+        block's raw sum).
+      shortcut_from_input: see :class:`PreActBlock`.
       dtype: computation dtype (parameters are always float32).
 
     Call: ``x`` float ``[B, H, W, 3]`` in [0, 1] -> float32 logits
@@ -90,6 +97,8 @@ class PreActResNet(nn.Module):
     width_multiplier: float = 1.0
     mean: tuple[float, ...] = CIFAR10_MEAN
     std: tuple[float, ...] = CIFAR10_STD
+    final_bn: bool = True
+    shortcut_from_input: bool = False
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -101,10 +110,11 @@ class PreActResNet(nn.Module):
             planes = scale_width(64 * 2**i, self.width_multiplier)
             for j in range(n_blocks):
                 stride = (1 if i == 0 else 2) if j == 0 else 1
-                out = PreActBlock(in_planes, planes, stride, dtype=self.dtype,
+                out = PreActBlock(in_planes, planes, stride, self.shortcut_from_input, dtype=self.dtype,
                                   name=f"layer{i + 1}_{j}")(out, train)
                 in_planes = planes
-        out = nn.relu(batch_norm(train, dtype=self.dtype, name="bn")(out))
+        if self.final_bn:
+            out = nn.relu(batch_norm(train, dtype=self.dtype, name="bn")(out))
         out = global_avg_pool(out)
         logits = dense(self.num_classes, dtype=self.dtype, name="linear")(out)
         return logits.astype(jnp.float32)
@@ -118,3 +128,14 @@ def preact_resnet18(*, num_classes: int = 10, width_multiplier: float = 1.0,
     return PreActResNet(stage_sizes=(2, 2, 2, 2), num_classes=num_classes,
                         width_multiplier=width_multiplier, mean=tuple(mean),
                         std=tuple(std), dtype=dtype)
+
+
+def preact_resnet18_rb(*, num_classes: int = 10, width_multiplier: float = 1.0,
+                       mean: tuple[float, ...] = CIFAR10_MEAN,
+                       std: tuple[float, ...] = CIFAR10_STD,
+                       dtype: Dtype = jnp.float32) -> PreActResNet:
+    """RobustBench's ``PreActResNet(PreActBlock, [2, 2, 2, 2])`` (Wong2020Fast): shortcut convs on the block
+    input, no final BN; 11,171,146 params at w=1, K=10."""
+    return PreActResNet(stage_sizes=(2, 2, 2, 2), num_classes=num_classes,
+                        width_multiplier=width_multiplier, mean=tuple(mean),
+                        std=tuple(std), final_bn=False, shortcut_from_input=True, dtype=dtype)
