@@ -4,6 +4,7 @@
     model, variables = rwsjax.load("runs/rift_cpu/at/final")        # what the directory records
     logits = model.apply(variables, images, train=False)            # images: float32 [B, 32, 32, 3] in [0, 1]
     model, variables = rwsjax.load("model.pt", architecture="resnet18", num_classes=10, width_multiplier=0.25)
+    model, variables = rwsjax.load("robustbench:Carmon2019Unlabeled", model_dir="models")  # RobustBench's file
 
 Every variables directory rwsjax writes (``at/final``, ``ft/final``, ``zoo/<name>/final``, ``model``)
 records what it holds (:func:`rwsjax.workflows.common.describe`).  A directory written without that
@@ -19,12 +20,15 @@ import jax.numpy as jnp
 
 
 def load(path: str, *, architecture: str | None = None, num_classes: int | None = None,
-         width_multiplier: float | None = None, mean=None, std=None, dataset: str | None = None):
+         width_multiplier: float | None = None, mean=None, std=None, dataset: str | None = None,
+         model_dir: str | None = None):
     """``(model, variables)`` of the model saved at ``path``.
 
     Args:
-      path: an rwsjax variables directory, or a PyTorch ``state_dict`` file (``.pt``/``.pth``/
-        ``.safetensors``, :mod:`rwsjax.models.pytorch_io`).
+      path: an rwsjax variables directory, a PyTorch ``state_dict`` file (``.pt``/``.pth``/
+        ``.safetensors``, :mod:`rwsjax.models.pytorch_io`), or ``robustbench:[THREAT/]NAME``: RobustBench's
+        file ``model_dir/<dataset>/<threat>/NAME.pt`` with the architecture and normalization of its name
+        (:mod:`rwsjax.models.robustbench`; ``dataset`` default ``cifar10``, ``model_dir`` default ``models``).
       architecture, num_classes, width_multiplier, mean, std: the model (a name of
         :data:`rwsjax.models.registry.MODELS`; normalization per channel on the [0, 1] pixel scale).  Needed for
         a PyTorch file or a directory without a record; given for a directory with one, they must agree with it.
@@ -45,6 +49,12 @@ def load(path: str, *, architecture: str | None = None, num_classes: int | None 
     from rwsjax.train import checkpoint
     from rwsjax.workflows.common import init_variables, load_model
 
+    from rwsjax.models import robustbench
+    if robustbench.is_spec(path):
+        dataset = dataset or "cifar10"
+        arch, rb_mean, rb_std = robustbench.entry(path, dataset)
+        path = robustbench.checkpoint_file(path, dataset, model_dir)
+        architecture, mean, std = architecture or arch, mean or rb_mean, std or rb_std
     if not os.path.exists(path):
         raise ValueError(f"{path!r} does not exist: give an rwsjax variables directory (e.g. runs/rift_cpu/at/final) "
                          "or a PyTorch state_dict file")

@@ -184,6 +184,11 @@ def test_robustbench_checkpoint_by_name(tmp_path, cifar_test_batch, capsys):
     ours = np.asarray(jax.jit(lambda v, xx: model.apply(v, xx, train=False))(variables, x))
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * np.abs(theirs).max())
 
+    import rwsjax  # the same file through the library
+    model, variables = rwsjax.load("robustbench:Wong2020Fast", model_dir=str(tmp_path / "models"))
+    again = np.asarray(jax.jit(lambda v, xx: model.apply(v, xx, train=False))(variables, x))
+    np.testing.assert_allclose(again, ours, rtol=0, atol=1e-6)
+
 
 def test_unknown_name_and_missing_file_are_one_line(tmp_path):
     from rwsjax import workflows
