@@ -16,7 +16,8 @@ at the published widths, but it keeps tiny width multipliers well-defined).
 Names map to PyTorch via :func:`rwsjax.models.common.flax_path_to_torch_name`, whose doubled underscore is a
 literal one: ``layer_0/block_0/batchnorm__0`` → ``layer.0.block.0.batchnorm_0``.
 
-Parameter counts (width multiplier 1.0, 10 classes): WRN-28-10 36,479,194; WRN-70-16 266,796,506.
+Parameter counts (width multiplier 1.0, 10 classes): WRN-28-10 36,479,194; WRN-70-16 266,796,506. Built by
+name as ``dm_wrn<depth>_<k>_<relu|swish>`` (:func:`rwsjax.models.registry.create_model`).
 """
 
 from __future__ import annotations
@@ -125,20 +126,6 @@ class DMWideResNet(nn.Module):
         out = ACTIVATIONS[self.activation](batch_norm(train, dtype=self.dtype, name="batchnorm")(out))
         logits = dense(self.num_classes, dtype=self.dtype, name="logits")(global_avg_pool(out))
         return logits.astype(jnp.float32)
-
-
-def _factory(depth: int, width: int, activation: str, params: str):
-    def make(*, num_classes: int = 10, width_multiplier: float = 1.0, mean: tuple[float, ...] = CIFAR10_MEAN,
-             std: tuple[float, ...] = CIFAR10_STD, dtype: Dtype = jnp.float32) -> DMWideResNet:
-        return DMWideResNet(depth=depth, width=width, activation=activation, num_classes=num_classes,
-                            width_multiplier=width_multiplier, mean=tuple(mean), std=tuple(std), dtype=dtype)
-    make.__name__ = f"dm_wrn{depth}_{width}_{activation}"
-    make.__doc__ = f"DeepMind WideResNet-{depth}-{width}, {activation}; {params} params at w=1, K=10."
-    return make
-
-
-dm_wrn28_10_swish = _factory(28, 10, "swish", "36,479,194")
-dm_wrn70_16_swish = _factory(70, 16, "swish", "266,796,506")
 
 
 class DMPreActBlock(nn.Module):

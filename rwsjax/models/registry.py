@@ -11,13 +11,12 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from rwsjax.models.common import CIFAR10_MEAN, CIFAR10_STD, Dtype
-from rwsjax.models.dm_wide_resnet import (DMWideResNet, dm_preact_resnet18_swish, dm_wrn28_10_swish,
-                                          dm_wrn70_16_swish)
+from rwsjax.models.dm_wide_resnet import DMWideResNet, dm_preact_resnet18_swish
 from rwsjax.models.imagenet_resnet import resnet18_imagenet, resnet50_imagenet
 from rwsjax.models.preact_resnet import preact_resnet18, preact_resnet18_rb
 from rwsjax.models.resnet import resnet18, resnet34, resnet50
 from rwsjax.models.vgg import vgg16
-from rwsjax.models.wide_resnet import WideResNet, wrn28_10, wrn34_10, wrn34_20
+from rwsjax.models.wide_resnet import WideResNet, wrn34_10
 
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "resnet18": resnet18,
@@ -25,19 +24,16 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "resnet50": resnet50,
     "preact_resnet18": preact_resnet18,
     "preact_resnet18_rb": preact_resnet18_rb,
-    "wrn28_10": wrn28_10,
     "wrn34_10": wrn34_10,
-    "wrn34_20": wrn34_20,
-    "dm_wrn28_10_swish": dm_wrn28_10_swish,
-    "dm_wrn70_16_swish": dm_wrn70_16_swish,
     "dm_preact_resnet18_swish": dm_preact_resnet18_swish,
     "vgg16": vgg16,
     "resnet18_imagenet": resnet18_imagenet,
     "resnet50_imagenet": resnet50_imagenet,
 }
 
-#: The named architectures (each tested); :func:`create_model` also accepts the :data:`PATTERNS`.
-MODELS: frozenset[str] = frozenset(_FACTORIES)
+#: The named architectures, each tested: the factories above and these members of the :data:`PATTERNS` families
+#: (RobustBench's WRN-28-10, WRN-34-20, DeepMind WRN-28-10 and -70-16); :func:`create_model` accepts every member.
+MODELS: frozenset[str] = frozenset(_FACTORIES) | {"wrn28_10", "wrn34_20", "dm_wrn28_10_swish", "dm_wrn70_16_swish"}
 
 #: Depth/width families by name: ``wrn<depth>_<k>`` (TRADES WideResNet, e.g. ``wrn34_15``, ``wrn70_16``) and
 #: ``dm_wrn<depth>_<k>_<relu|swish>`` (DeepMind WideResNet, e.g. ``dm_wrn106_16_swish``); depth = 6n + 4.

@@ -140,23 +140,3 @@ def wrn34_10(*, num_classes: int = 10, width_multiplier: float = 1.0,
     return WideResNet(depth=34, widen_factor=10, num_classes=num_classes,
                       width_multiplier=width_multiplier, mean=tuple(mean),
                       std=tuple(std), dtype=dtype)
-
-
-def wrn28_10(*, num_classes: int = 10, width_multiplier: float = 1.0,
-             mean: tuple[float, ...] = CIFAR10_MEAN,
-             std: tuple[float, ...] = CIFAR10_STD,
-             dtype: Dtype = jnp.float32) -> WideResNet:
-    """WideResNet-28-10 (RobustBench ``WideResNet(depth=28, widen_factor=10)``); 36,479,194 params at w=1, K=10."""
-    return WideResNet(depth=28, widen_factor=10, num_classes=num_classes,
-                      width_multiplier=width_multiplier, mean=tuple(mean),
-                      std=tuple(std), dtype=dtype)
-
-
-def wrn34_20(*, num_classes: int = 10, width_multiplier: float = 1.0,
-             mean: tuple[float, ...] = CIFAR10_MEAN,
-             std: tuple[float, ...] = CIFAR10_STD,
-             dtype: Dtype = jnp.float32) -> WideResNet:
-    """WideResNet-34-20 (RobustBench Rice2020Overfitting); 184,531,674 params at w=1, K=10."""
-    return WideResNet(depth=34, widen_factor=20, num_classes=num_classes,
-                      width_multiplier=width_multiplier, mean=tuple(mean),
-                      std=tuple(std), dtype=dtype)

@@ -164,8 +164,8 @@ def run(config, workdir: str) -> dict:
         does not fit the configured model (see :func:`rwsjax.workflows.common.load_model`).
       StageError: see :func:`rwsjax.workflows.stages.run`.
     """
-    from rwsjax.config_validation import adopt_robustbench
-    adopt_robustbench(config)
+    from rwsjax.config_validation import resolve_defaults
+    resolve_defaults(config)  # idempotent (main has run it): robustbench:NAME → its file and architecture
     path = config.checkpoint
     if not path or not (checkpoint.exists(path) or os.path.isfile(path)):
         raise ValueError(f"config.checkpoint={path!r} is not a saved model; pass an rwsjax variables directory "
