@@ -78,19 +78,23 @@ def test_fab_projections_equal_the_reference(norm):
     assert (t + np.asarray(ours)).min() >= -1e-6 and (t + np.asarray(ours)).max() <= 1 + 1e-6
 
 
-@pytest.mark.parametrize("attacks, settings, eps, slack", [
-    (["fab-t"], Settings(n_iter=10, fab_targets=2), 1 / 255, 1),        # deterministic: the same examples
-    (["apgd-ce", "apgd-t"], Settings(n_iter=10, apgd_targets=2), 1 / 255, 2),
-    (["square"], Settings(square_queries=200), 16 / 255, 3),           # random search: statistically close
+@pytest.mark.parametrize("attacks, settings, eps, norm, slack", [
+    (["fab-t"], Settings(n_iter=10, fab_targets=2), 1 / 255, "linf", 1),  # deterministic: the same examples
+    (["apgd-ce", "apgd-t"], Settings(n_iter=10, apgd_targets=2), 1 / 255, "linf", 2),
+    (["square"], Settings(square_queries=200), 16 / 255, "linf", 3),     # random search: statistically close
+    # ℓ2 leaves ~half the images borderline: two independent runs differ by ≈ √(2·64·¼) ≈ 5.7 images (1σ), so
+    # 2σ; the algorithm itself is checked draw for draw in test_square_step_for_step_equals_the_reference.
+    (["square"], Settings(square_queries=200), 2.5, "l2", 11),
 ])
 def test_robust_accuracy_equals_the_reference(trained_tiny_resnet, twin, cifar_test_batch, mesh, attacks, settings,
-                                              eps, slack):
+                                              eps, norm, slack):
     """The same 64 real test images, the trained model in JAX and its PyTorch twin under the reference code:
     robust accuracy within ``slack`` images (FAB-T's first run has no random start)."""
     torch, pyautoattack = _reference()
     model, variables = trained_tiny_resnet
     images, labels = cifar_test_batch
-    ref = pyautoattack.AutoAttack(twin, attacks=attacks, eps=eps, norm="Linf", seed=0, version="custom")
+    ref = pyautoattack.AutoAttack(twin, attacks=attacks, eps=eps, norm={"linf": "Linf", "l2": "L2"}[norm], seed=0,
+                                  version="custom")
     ref.fab.n_iter, ref.fab.n_target_classes = settings.n_iter, settings.fab_targets
     ref.apgd.n_iter = ref.apgd_targeted.n_iter = settings.n_iter
     ref.apgd.n_iter_2, ref.apgd.n_iter_min, ref.apgd.size_decr = 2, 1, 1  # the constructor's values for 10
@@ -103,12 +107,120 @@ def test_robust_accuracy_equals_the_reference(trained_tiny_resnet, twin, cifar_t
     x_ref, _ = ref.run_standard_evaluation(xt, yt, batch_size=64)
     with torch.no_grad():
         ref_robust = (twin(x_ref).argmax(1) == yt).numpy()
-    out = AutoAttack(model, eps=eps, version="custom", attacks=attacks, settings=settings, mesh=mesh).run(
+    out = AutoAttack(model, eps=eps, norm=norm, version="custom", attacks=attacks, settings=settings, mesh=mesh).run(
         variables, images, labels, batch_size=64, progress=None)
     assert 5 <= ref_robust.sum() <= 59, "ε should leave a mixed robust set"
     assert abs(int(out["robust"].sum()) - int(ref_robust.sum())) <= slack
     if attacks == ["fab-t"]:
         assert int(np.sum(out["robust"] != ref_robust)) <= slack
+
+
+def _recording_rand(monkeypatch, torch):
+    """Make ``torch.rand`` record what it returns (the reference Square's only source of randomness)."""
+    log, real = [], torch.rand
+
+    def rand(*args, **kwargs):
+        t = real(*args, **kwargs)
+        log.append(t.clone())
+        return t
+
+    monkeypatch.setattr(torch, "rand", rand)
+    return log
+
+
+@pytest.mark.parametrize("norm, eps", [("linf", 12 / 255), ("l2", 2.5)])
+def test_square_step_for_step_equals_the_reference(trained_tiny_resnet, twin, cifar_test_batch, monkeypatch,
+                                                   norm, eps):
+    """The reference's ``attack_single_run`` on 8 real test images with its ``torch.rand`` draws recorded; the
+    same draws fed to :func:`square.start` / :func:`square.candidate` (acceptance on the same PyTorch model's
+    margins) give its final points to float tolerance, iteration by iteration through examples that stop."""
+    torch, _ = _reference()
+    from pyautoattack.square import SquareAttack
+    from rwsjax.attacks import square
+    images, _ = cifar_test_batch
+    x = images[:8].astype(np.float32) / 255
+    xt = torch.tensor(x).permute(0, 3, 1, 2).contiguous()
+    with torch.no_grad():
+        y = twin(xt).argmax(1)
+    n_iter = 40
+    ref = SquareAttack(twin, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, n_queries=n_iter, p_init=0.8,
+                       resc_schedule=False)
+    ref.init_hyperparam(xt)
+    torch.manual_seed(0)
+    log = _recording_rand(monkeypatch, torch)
+    with torch.no_grad():
+        _, x_ref = ref.attack_single_run(xt, y)
+    monkeypatch.undo()
+    x_ref = x_ref.permute(0, 2, 3, 1).numpy()
+
+    def margin(v, labels):
+        with torch.no_grad():
+            z = twin(torch.tensor(np.asarray(v)).permute(0, 3, 1, 2).contiguous()).numpy()
+        zy = z[np.arange(len(z)), labels].copy()
+        z[np.arange(len(z)), labels] = -np.inf
+        return zy - z.max(1)
+
+    draws, labels = iter(log), y.numpy()
+    sign = lambda t: np.sign(2 * t.numpy() - 1).transpose(0, 2, 3, 1)  # noqa: E731  NCHW draws → NHWC
+    if norm == "linf":
+        d = dict(stripes=sign(next(draws)))
+    else:  # per tile: eta's transposition coin, then the signs
+        coins = [(next(draws).item() > 0.5, sign(next(draws))) for _ in square._tiles(32, 32)[1]]
+        d = dict(transpose=np.tile([[c for c, _ in coins]], (8, 1)), sign=np.stack([s for _, s in coins], 1))
+    x_best = np.array(square.start(jnp.asarray(x), d, eps=eps, norm=norm))
+    m_best = margin(x_best, labels)
+    stopped = 0
+    for i in range(n_iter):
+        idx = np.nonzero(m_best > 0)[0]
+        b = len(idx)
+        side = int(square.window_side(jnp.array([i]), 32, 32, norm=norm)[0])
+        corner = lambda: np.full((b,), int((32 - side) * next(draws).item()), np.int32)  # noqa: E731
+        if norm == "linf":
+            d = dict(vh=corner(), vw=corner())
+            d["sign"] = np.tile(np.sign(2 * next(draws).numpy() - 1).transpose(1, 2, 0)[None], (b, 1, 1, 1))
+        else:
+            d = dict(vh=corner(), vw=corner(), vh2=corner(), vw2=corner())
+            d["transpose"], d["sign"] = np.full((b,), next(draws).item() > 0.5), sign(next(draws))
+        new = np.asarray(square.candidate(jnp.asarray(x_best[idx]), jnp.asarray(x[idx]), jnp.full((b,), side),
+                                          d, eps=eps, norm=norm))
+        m = margin(new, labels[idx])
+        better = (m < m_best[idx]) | (m <= 0)
+        m_best[idx] = np.where(better, m, m_best[idx])
+        x_best[idx] = np.where(better[:, None, None, None], new, x_best[idx])
+        stopped = max(stopped, 8 - b)
+    assert next(draws, None) is None, "every reference draw is used"
+    assert 0 < stopped < 8, "some examples should stop early, some run to the end"
+    np.testing.assert_allclose(x_best, x_ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm, eps", [("linf", 16 / 255), ("l2", 2.0)])
+def test_square_invariants(trained_tiny_resnet, cifar_test_batch, norm, eps):
+    """Square's own invariants over 60 jitted iterations: every query point in the ε-ball ∩ [0, 1], the best
+    margin never rises, an example stops once misclassified, queries = 1 + iterations ≤ 1 + budget."""
+    from rwsjax.attacks import square
+    model, variables = trained_tiny_resnet
+    images, labels = cifar_test_batch
+    x, y = jnp.asarray(images[:32].astype(np.float32) / 255), jnp.asarray(labels[:32])
+    fn = lambda u: model.apply(variables, u, train=False)  # noqa: E731
+    budget = 50
+    keys = jax.random.split(jax.random.PRNGKey(0), 32)
+    s = jax.jit(lambda x, y: square.init(fn, x, y, keys, eps=eps, norm=norm))(x, y)
+    step = jax.jit(lambda s: square.step(fn, s, x, y, eps=eps, n_queries=budget, norm=norm))
+    size = (lambda d: np.abs(d).max((1, 2, 3))) if norm == "linf" else (lambda d: np.sqrt((d ** 2).sum((1, 2, 3))))
+    previous = np.asarray(s["margin_min"])
+    for _ in range(budget + 10):
+        s = step(s)
+        m, xb = np.asarray(s["margin_min"]), np.asarray(s["x_best"])
+        assert np.all(m <= previous) and np.all(m[previous <= 0] == previous[previous <= 0])
+        assert size(xb - np.asarray(x)).max() <= eps * (1 + 1e-5) and xb.min() >= 0 and xb.max() <= 1
+        previous = m
+    i, q = np.asarray(s["i"]), np.asarray(s["n_queries"])
+    np.testing.assert_array_equal(q, i + 1)
+    assert i.max() == budget and np.all(np.asarray(square.done(s, budget)))
+    assert 0 < int(np.sum(m <= 0)) < 32 and np.all(i[m > 0] == budget)
+    logits = np.asarray(fn(jnp.asarray(xb)))
+    np.testing.assert_allclose(logits[np.arange(32), labels[:32]] - np.max(
+        np.where(np.eye(10, dtype=bool)[labels[:32]], -np.inf, logits), 1), m, atol=1e-4)
 
 
 def test_autoattack_invariants_and_resume(trained_tiny_resnet, cifar_test_batch, mesh, tmp_path):

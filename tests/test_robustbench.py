@@ -179,6 +179,7 @@ def test_robustbench_checkpoint_by_name(tmp_path, cifar_test_batch, capsys):
     assert "[robustbench] robustbench:Wong2020Fast: preact_resnet18_rb" in capsys.readouterr().out
     model, example = build_model(config, "cifar10")
     variables = load_model(config.checkpoint, init_variables(model, example, 0), model)
+    assert "does not state its input normalization" not in capsys.readouterr().out
     with torch.no_grad():
         theirs = net(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
     ours = np.asarray(jax.jit(lambda v, xx: model.apply(v, xx, train=False))(variables, x))

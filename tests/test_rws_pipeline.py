@@ -91,3 +91,20 @@ def test_rws_smoke_pipeline(tmp_path):
     fog = {row["method"]: row for row in off["table"] if row["corruption"] == "fog"}
     assert fog[methods[2]] != next(x for x in r["table"] if x["corruption"] == "fog" and "fp32" in x["method"])
     assert "Protocol `official`" in (workdir / "report.md").read_text()
+
+    # AutoAttack of θ_clean and of the composed patch (eval.autoattack): only its stage and the report run.
+    official = cmd + ["--config.signature.k=2", "--config.protocol=official"]
+    p = subprocess.run(official + ["--config.eval.autoattack=custom", "--config.eval.autoattack_attacks=apgd-ce,square",
+                                   "--config.eval.apgd_iters=3", "--config.eval.square_queries=10",
+                                   "--config.eval.autoattack_size=40", "--config.redo=autoattack"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
+    assert "[rws] autoattack: computed in" in p.stdout and "[rws] report: computed in" in p.stdout
+    assert "[rws] table: done" in p.stdout
+    aa = json.loads((workdir / "results.json").read_text())["autoattack"]
+    assert list(aa) == ["clean model", "clean + composed RWS"]
+    for m in aa.values():
+        assert m["n"] == 40 and list(m["accuracy_after"]) == ["apgd-ce", "square"]
+        assert m["clean_accuracy"] >= m["accuracy_after"]["apgd-ce"] >= m["autoattack_accuracy"]
+    assert "## AutoAttack" in (workdir / "report.md").read_text()
+    assert (workdir / "autoattack_composed.npz").exists()

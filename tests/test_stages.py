@@ -185,7 +185,7 @@ def test_rws_stages_one_per_zoo_model():
     names = [s.name for s in rws.stages(c)]
     assert names == ["pre", "cifar10_clean", "cifar10_gaussian_noise", "cifar10_fog", "cifar100_clean",
                      "cifar100_gaussian_noise", "cifar100_fog", "cifar10_clean_continued", "signatures", "table",
-                     "sweeps", "transfer", "analyses", "report"]
+                     "sweeps", "transfer", "analyses", "autoattack", "report"]
     sig = next(s for s in rws.stages(c) if s.name == "signatures")
     assert "signature.k" in sig.depends and "cifar10_fog" in sig.inputs
     assert sig.outputs == ("signatures.json", "signatures")  # names that do not depend on the config

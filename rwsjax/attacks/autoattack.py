@@ -147,8 +147,6 @@ class AutoAttack:
         unknown = [a for a in attacks if a not in ATTACKS]
         if unknown:
             raise ValueError(f"unknown attack(s) {unknown}; valid: {ATTACKS}")
-        if "square" in attacks and norm != "linf":
-            raise ValueError("Square Attack is implemented for norm='linf' only; leave 'square' out for ℓ2")
         self.model, self.eps, self.norm, self.version = model, float(eps), norm, version
         self.attacks, self.settings = attacks, settings or base
         self.mesh = mesh if mesh is not None else sharding.make_mesh()
@@ -205,7 +203,7 @@ class AutoAttack:
             return square_lib.init(fn(v), x, y, _keys(ids), eps=eps, norm=norm), y
 
         def s_step(v, s, x, y, targets):
-            return square_lib.step(fn(v), s, x, y, eps=eps, n_queries=st.square_queries)
+            return square_lib.step(fn(v), s, x, y, eps=eps, n_queries=st.square_queries, norm=norm)
 
         def s_finish(v, s, x, y, mask):
             adv = square_lib.result(s)

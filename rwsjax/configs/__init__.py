@@ -11,10 +11,26 @@ from __future__ import annotations
 import importlib
 import os
 
-__all__ = ["NAMES", "describe_presets", "path", "resolve"]
+__all__ = ["NAMES", "add_autoattack", "describe_presets", "path", "resolve"]
 
 #: The packaged configs (one per workflow), in the order ``--help`` lists them.
 NAMES = ("rift", "rws", "evaluate")
+
+
+def add_autoattack(e) -> None:
+    """The AutoAttack fields of an ``eval`` block (shared by the rift, rws and evaluate configs), in place."""
+    import ml_collections
+    # AutoAttack (Croce & Hein 2020; rwsjax.attacks.autoattack) in the report: none | standard
+    # (RobustBench: APGD-CE, APGD-T ×9, FAB-T ×9, Square 5,000) | plus | rand | lite (APGD-CE + APGD-T) |
+    # custom (eval.autoattack_attacks).  Standard costs ≈ 100–1,000× PGD-10: off unless asked for.
+    e.autoattack = "none"
+    e.autoattack_attacks = ""  # custom: comma list of apgd-ce, apgd-dlr, apgd-t, fab, fab-t, square
+    # None: the version's own setting (standard: 100 iterations, 9 targets, 1 restart, 5,000 queries).
+    e.apgd_iters = ml_collections.FieldReference(None, field_type=int)     # APGD and FAB iterations
+    e.apgd_targets = ml_collections.FieldReference(None, field_type=int)   # APGD-T and FAB-T targets
+    e.apgd_restarts = ml_collections.FieldReference(None, field_type=int)  # APGD-CE/-DLR and FAB restarts
+    e.square_queries = ml_collections.FieldReference(None, field_type=int)
+    e.autoattack_size = ml_collections.FieldReference(None, field_type=int)  # None: the whole test split
 
 
 def path(name: str) -> str:

@@ -27,6 +27,8 @@ Experiment (paper Sec. 4.1 and Bag of Tricks, Pang et al. 2021):
 
 import ml_collections
 
+from rwsjax.configs import add_autoattack
+
 PRESETS = ("paper", "cpu", "cpu_pgd10", "smoke", "tinyimagenet", "tinyimagenet_cpu")
 
 
@@ -112,17 +114,7 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     c.eval.unroll = ml_collections.FieldReference(None, field_type=bool)
     c.eval.restarts = 3
     c.eval.batch_size = 256
-    # AutoAttack (Croce & Hein 2020; rwsjax.attacks.autoattack) in the report next to PGD: none | standard
-    # (RobustBench: APGD-CE, APGD-T ×9, FAB-T ×9, Square 5,000) | plus | rand | lite (APGD-CE + APGD-T) |
-    # custom (eval.autoattack_attacks).  Standard costs ≈ 100–1,000× PGD-10: off unless asked for.
-    c.eval.autoattack = "none"
-    c.eval.autoattack_attacks = ""  # custom: comma list of apgd-ce, apgd-dlr, apgd-t, fab, fab-t, square
-    # None: the version's own setting (standard: 100 iterations, 9 targets, 1 restart, 5,000 queries).
-    c.eval.apgd_iters = ml_collections.FieldReference(None, field_type=int)     # APGD and FAB iterations
-    c.eval.apgd_targets = ml_collections.FieldReference(None, field_type=int)   # APGD-T and FAB-T targets
-    c.eval.apgd_restarts = ml_collections.FieldReference(None, field_type=int)  # APGD-CE/-DLR and FAB restarts
-    c.eval.square_queries = ml_collections.FieldReference(None, field_type=int)
-    c.eval.autoattack_size = ml_collections.FieldReference(None, field_type=int)  # None: the whole test split
+    add_autoattack(c.eval)  # eval.autoattack=none|standard|plus|rand|lite|custom, next to PGD (rwsjax/configs)
 
     c.mrc = ml_collections.ConfigDict()
     c.mrc.eps = 0.1

@@ -24,6 +24,8 @@ Experiment (paper Sec. 3–5):
 
 import ml_collections
 
+from rwsjax.configs import add_autoattack
+
 PRESETS = ("paper", "cpu", "external_cpu", "smoke", "tinyimagenet", "tinyimagenet_cpu")
 
 
@@ -124,14 +126,19 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
 
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 500
+    # AutoAttack of θ_clean and θ_clean + composed RWS on the clean test split (ℓ∞ ε = 8/255 as RobustBench):
+    # does a corruption signature cost adversarial robustness?  The AA columns of the report; off by default.
+    c.eval.eps = 8 / 255
+    c.eval.norm = "linf"
+    add_autoattack(c.eval)
 
     c.log = ml_collections.ConfigDict()
     c.log.tensorboard = True         # WORKDIR/tensorboard: losses, accuracies (%), learning rate, the config
     c.log.wandb = False              # also Weights & Biases (pip install wandb)
     c.log.wandb_project = "rwsjax"
 
-    # Stages (pre, one per zoo model, signatures, table, sweeps, transfer, analyses, report) are skipped when
-    # done in the workdir; --config.redo=signatures recomputes the signatures and every stage after them.
+    # Stages (pre, one per zoo model, signatures, table, sweeps, transfer, analyses, autoattack, report) are
+    # skipped when done in the workdir; --config.redo=signatures recomputes the signatures and every stage after.
     c.redo = ""
 
     if preset == "cpu":

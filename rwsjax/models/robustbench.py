@@ -202,6 +202,16 @@ def entry(spec: str, dataset: str) -> tuple[str, tuple, tuple]:
                               f"{', '.join(list(table)[:4])}") + " (rwsjax.models.robustbench.MODELS lists them)")
 
 
+def normalization_of(path: str) -> tuple[tuple, tuple] | None:
+    """``(mean, std)`` from :data:`MODELS` when ``path`` is a RobustBench file ``…/<dataset>/<threat>/NAME.pt``
+    of a listed model (its file holds weights only: the table states the input normalization), else None."""
+    parts = os.path.normpath(str(path)).split(os.sep)
+    if len(parts) < 3 or not parts[-1].endswith(".pt"):
+        return None
+    entry_ = MODELS.get((parts[-3], parts[-2]), {}).get(parts[-1][:-3])
+    return None if entry_ is None else entry_[1]
+
+
 def checkpoint_file(spec: str, dataset: str, model_dir: str | None = None) -> str:
     """The file RobustBench keeps the model in: ``MODEL_DIR/<dataset>/<threat>/NAME.pt``.
 

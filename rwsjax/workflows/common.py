@@ -138,11 +138,19 @@ def load_model(path: str, like: dict, model, *, partial: bool = False) -> dict:
     print(f"[import] {path}: {len(jax.tree_util.tree_leaves(result.variables))} arrays"
           + (f"; ignored {', '.join(result.ignored)}" if result.ignored else "")
           + (f"; kept from the initial model: {', '.join(result.kept)}" if result.kept else "")
-          + ("" if result.mean is not None else
-             f"; the file does not state its input normalization: the model uses mean={tuple(model.mean)}, "
-             f"std={tuple(model.std)} (set --config.model.mean/std if it was trained otherwise, 0,0,0 / 1,1,1 "
-             "for none)"))
+          + ("" if result.mean is not None else _normalization_note(path, model)))
     return result.variables
+
+
+def _normalization_note(path: str, model) -> str:
+    """The import line's note on the input normalization of a file that does not store it."""
+    from rwsjax.models import robustbench
+    have = (tuple(model.mean), tuple(model.std))
+    table = robustbench.normalization_of(path)
+    if table is not None and np.allclose(have, table, atol=1e-6):
+        return f"; input normalization mean={have[0]}, std={have[1]} from RobustBench's table"
+    return (f"; the file does not state its input normalization: the model uses mean={have[0]}, std={have[1]} "
+            "(set --config.model.mean/std if it was trained otherwise, 0,0,0 / 1,1,1 for none)")
 
 
 def json_artifact(name: str) -> Callable:
@@ -191,7 +199,7 @@ class Task:
         self.mesh = mesh if mesh is not None else sharding.make_mesh()
         self.seed = config.seed if seed is None else seed
         self.model, self.example = build_model(config, self.dataset)
-        self.eval_attack = steps.attack_kwargs(config.eval) if "eps" in config.eval else None
+        self.eval_attack = steps.attack_kwargs(config.eval) if "steps" in config.eval else None
         self._corrupted = {}
 
     @functools.cached_property

@@ -75,6 +75,7 @@ def _report(s: Task, r) -> dict:
     result["ood_accuracy"] = out["ood_accuracy"]["model"] if out else None
     if out:
         result["ood"] = out["summary"]["model"]
+        result["ood_description"] = ood.describe(out, c.data.name)
     header = ["checkpoint", "std acc. (%)", "OOD acc. (%)", f"adv. acc. (%) PGD-{c.eval.steps}×{c.eval.restarts}"]
     row = [c.checkpoint, result["clean_accuracy"], result["ood_accuracy"], result["robust_accuracy"]]
     if r["autoattack"]:
@@ -86,7 +87,12 @@ def _report(s: Task, r) -> dict:
                   sha256=read_json(os.path.join(s.workdir, "model.json"))["sha256"], timings_s=dict(r.seconds))
     write_json(os.path.join(s.workdir, "evaluation.json"), result)
     table = tables.markdown_table(header, [row])
-    write_text(os.path.join(s.workdir, "evaluation.md"), table)
+    notes = [ood.describe(out, c.data.name)] if out else []
+    if r["autoattack"]:
+        aa = r["autoattack"]
+        notes.append(f"AA = AutoAttack `{aa['version']}` ({', '.join(aa['attacks'])}), {aa['norm']} ε = "
+                     f"{aa['eps']:.6g} on {aa['n']:,} test images; after X = accuracy after each attack in order.")
+    write_text(os.path.join(s.workdir, "evaluation.md"), "\n\n".join([table, *notes]) + "\n")
     print(table)
     return result
 

@@ -228,9 +228,7 @@ def report(s: Task, r) -> dict:
           f"{c.model.name} (width ×{c.model.width_multiplier}) on {c.data.name}, preset `{c.preset}`; "
           f"test split of {len(s.splits['test'])} images; adversarial = PGD-{c.eval.steps} ℓ∞ ε=8/255 "
           f"(step 2/255), worst case over {c.eval.restarts} restarts; " + (
-              f"OOD = `{c.ood.summary}` accuracy on {c.data.name}-C generated from the same test images "
-              f"({len(ood_results['corruptions'])} corruptions × {len(ood_results['severities'])} severities)."
-              if ood_results else "OOD n/c = not computed (ood.enabled=False).")
+              ood.describe(ood_results, c.data.name) if ood_results else "OOD n/c = not computed (ood.enabled=False).")
           + (f" AA = AutoAttack `{c.eval.autoattack}` ({', '.join(at['autoattack']['attacks'])}) on "
              f"{at['autoattack']['n']} test images." if c.eval.autoattack != "none" else "")
           + (f" θ_AT = {c.init_checkpoint}." if c.get("init_checkpoint")

@@ -244,14 +244,33 @@ def _load_signatures(s: Context) -> dict:
     return out
 
 
+def _composed(s: Context, r):
+    """θ_clean + every float32 signature composed (``signature.compose``, λ = ``signature.compose_lam``)."""
+    c, a, sig = s.config, s.config.data.name, r["signatures"]
+    lam = float(c.signature.compose_lam)
+    return s.patched(r[f"{a}_clean"], [(sig["fp32"][n], lam) for n in s.names], mode=c.signature.compose,
+                     robust=_robust(r, a, s.names), alpha=lam)
+
+
+def _autoattack(s: Context, r) -> dict:
+    """AutoAttack (``eval.autoattack``) of θ_clean and of θ_clean + composed RWS on the clean test split →
+    autoattack.json (``{}`` when ``eval.autoattack=none``); adversarial examples in ``autoattack_{clean,
+    composed}.npz``."""
+    out = {}
+    if s.config.eval.autoattack != "none":
+        out = {"clean model": s.a.autoattack(r[f"{s.config.data.name}_clean"], "clean"),
+               "clean + composed RWS": s.a.autoattack(_composed(s, r), "composed")}
+    write_json(_path(s, "autoattack.json"), out)
+    return out
+
+
 def _table(s: Context, r) -> dict:
     """Per corruption: clean, oracle, +RWS (float32, b-bit), composed and (BN re-estimated) BN-only rows."""
     c, a, sig = s.config, s.config.data.name, r["signatures"]
     clean = r[f"{a}_clean"]
     lam, k, bits = float(c.signature.lam), c.signature.k, c.signature.bits
     full_mb = analysis.full_model_bytes(clean["params"]) / 1e6
-    composed = s.patched(clean, [(sig["fp32"][n], float(c.signature.compose_lam)) for n in s.names],
-                         mode=c.signature.compose, robust=_robust(r, a, s.names), alpha=float(c.signature.compose_lam))
+    composed = _composed(s, r)
     # Per test image correct or not, so every change from the clean model gets its paired bootstrap interval.
     test = s.a.splits["test"]
     ta_clean = s.a.correct(clean, test, "θ_clean test")
@@ -393,7 +412,8 @@ def _report(s: Context, r) -> dict:
         "removal_exact": table["removal_exact"],
         "times_smaller": {n: {"fp32": full_mb / sig["size"][n], f"{c.signature.bits}bit": full_mb / sig["qsize"][n]}
                           for n in s.names},
-        **r["sweeps"], "transfer": r["transfer"], **r["analyses"], "timings_s": dict(r.seconds),
+        **r["sweeps"], "transfer": r["transfer"], **r["analyses"], "autoattack": r["autoattack"],
+        "timings_s": dict(r.seconds),
     }
     write_report(s.workdir, c, results)
     write_json(_path(s, "results.json"), results)
@@ -419,6 +439,7 @@ def write_report(workdir, c, r) -> None:
           "change detectable at this test size.", "",
           ratios, "",
           f"Removing a patch returns θ_clean bit for bit: {r['removal_exact']}.", "",
+          *_autoattack_lines(r.get("autoattack") or {}),
           "## Transfer", "", tables.markdown_table(
               ["corruption"] + [k for k in r["transfer"][0] if k != "corruption"],
               [[t["corruption"]] + [v for k, v in t.items() if k != "corruption"] for t in r["transfer"]]), "",
@@ -430,6 +451,22 @@ def write_report(workdir, c, r) -> None:
     write_text(os.path.join(workdir, "report.md"), "\n".join(md))
     print(tables.rws_table(r["table"]))
     print(ratios)
+
+
+def _autoattack_lines(aa: dict) -> list[str]:
+    """The report's AutoAttack section (none when it was not run)."""
+    if not aa:
+        return []
+    first = next(iter(aa.values()))
+    attacks = list(first["accuracy_after"])
+    rows = [[name, f"{m['clean_accuracy']:.2f}", *(f"{m['accuracy_after'][k]:.2f}" for k in attacks),
+             f"{m['autoattack_accuracy']:.2f}", f"{m['seconds']:.0f}"] for name, m in aa.items()]
+    eps = first["eps"] * 255 if first["norm"] == "linf" else first["eps"]
+    return ["## AutoAttack", "",
+            f"AutoAttack `{first['version']}` ({', '.join(attacks)}), {first['norm']} ε = "
+            f"{eps:g}{'/255' if first['norm'] == 'linf' else ''}, on {first['n']:,} clean test images: accuracy (%) "
+            "after each attack and AA = the final one.", "",
+            tables.markdown_table(["model", "clean", *(f"after {k}" for k in attacks), "AA", "seconds"], rows), ""]
 
 
 def _zoo(name: str, task: str, compute, depends, inputs=("pre",)) -> Stage:
@@ -457,7 +494,7 @@ def stages(config) -> tuple[Stage, ...]:
              for n in names if c.transfer.robust_models],
            _zoo(f"{a}_clean_continued", "a", _continued(f"{a}_clean_continued", f"{a}_clean"),
                 (*on_a, "transfer.continued_epochs"), inputs=(f"{a}_clean",))]
-    evaluation = ("eval", "signature", "corruptions", "data")
+    evaluation = ("eval.batch_size", "signature", "corruptions", "data")
     out += [
         Stage("signatures", ("signature.k", "signature.layers", "signature.transplant", "signature.bits", "corruptions"),
               ("signatures.json", "signatures"),
@@ -471,8 +508,10 @@ def stages(config) -> tuple[Stage, ...]:
               ("analyses.json", "layer_profile.png", "signature_similarity.png",
                *(["cross_dataset_similarity.png"] if robust_b else [])),
               _analyses, json_artifact("analyses.json"), inputs=("pre", *zoo_a, f"{b}_clean", *robust_b)),
-        Stage("report", evaluation, ("results.json", "report.md"), _report, json_artifact("results.json"),
-              inputs=("signatures", "table", "sweeps", "transfer", "analyses")),
+        Stage("autoattack", (*evaluation, "eval"), ("autoattack.json",), _autoattack, json_artifact("autoattack.json"),
+              inputs=("signatures", *zoo_a)),
+        Stage("report", (*evaluation, "eval"), ("results.json", "report.md"), _report, json_artifact("results.json"),
+              inputs=("signatures", "table", "sweeps", "transfer", "analyses", "autoattack")),
     ]
     return tuple(out)
 
