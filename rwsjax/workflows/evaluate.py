@@ -90,8 +90,9 @@ def _report(s: Task, r) -> dict:
     notes = [ood.describe(out, c.data.name)] if out else []
     if r["autoattack"]:
         aa = r["autoattack"]
-        notes.append(f"AA = AutoAttack `{aa['version']}` ({', '.join(aa['attacks'])}), {aa['norm']} ε = "
-                     f"{aa['eps']:.6g} on {aa['n']:,} test images; after X = accuracy after each attack in order.")
+        eps = f"{aa['eps'] * 255:g}/255" if aa["norm"] == "linf" else f"{aa['eps']:g}"
+        notes.append(f"AA = AutoAttack `{aa['version']}` ({', '.join(aa['attacks'])}), {aa['norm']} ε = {eps} on "
+                     f"{aa['n']:,} test images; after X = accuracy after each attack in order.")
     write_text(os.path.join(s.workdir, "evaluation.md"), "\n\n".join([table, *notes]) + "\n")
     print(table)
     return result
