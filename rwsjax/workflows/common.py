@@ -153,6 +153,13 @@ def _normalization_note(path: str, model) -> str:
             "(set --config.model.mean/std if it was trained otherwise, 0,0,0 / 1,1,1 for none)")
 
 
+def describe_autoattack(aa: dict) -> str:
+    """One sentence for a report on a :meth:`Task.autoattack` result: version, attacks, norm, ε, images."""
+    eps = f"{aa['eps'] * 255:g}/255" if aa["norm"] == "linf" else f"{aa['eps']:g}"
+    return (f"AA = AutoAttack `{aa['version']}` ({', '.join(aa['attacks'])}), {aa['norm']} ε = {eps}, on "
+            f"{aa['n']:,} test images")
+
+
 def json_artifact(name: str) -> Callable:
     """A stage's ``load``: ``ctx -> the JSON file WORKDIR/name`` (``ctx.workdir``)."""
     from rwsjax.report.writers import read_json

@@ -22,7 +22,7 @@ from rwsjax.report.writers import read_json, write_json, write_text
 from rwsjax.train import checkpoint
 from rwsjax.workflows import ood
 from rwsjax.workflows import stages as stage_runner
-from rwsjax.workflows.common import Task, json_artifact, load_model
+from rwsjax.workflows.common import Task, describe_autoattack, json_artifact, load_model
 from rwsjax.workflows.stages import Stage, redo_problems
 
 
@@ -89,10 +89,7 @@ def _report(s: Task, r) -> dict:
     table = tables.markdown_table(header, [row])
     notes = [ood.describe(out, c.data.name)] if out else []
     if r["autoattack"]:
-        aa = r["autoattack"]
-        eps = f"{aa['eps'] * 255:g}/255" if aa["norm"] == "linf" else f"{aa['eps']:g}"
-        notes.append(f"AA = AutoAttack `{aa['version']}` ({', '.join(aa['attacks'])}), {aa['norm']} ε = {eps} on "
-                     f"{aa['n']:,} test images; after X = accuracy after each attack in order.")
+        notes.append(describe_autoattack(r["autoattack"]) + "; after X = accuracy after each attack in order.")
     write_text(os.path.join(s.workdir, "evaluation.md"), "\n\n".join([table, *notes]) + "\n")
     print(table)
     return result

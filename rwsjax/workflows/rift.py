@@ -34,7 +34,7 @@ from rwsjax.train.state import TrainState, lr_schedule, sgd
 from rwsjax.weights.patch import interpolate
 from rwsjax.workflows import ood
 from rwsjax.workflows import stages as stage_runner
-from rwsjax.workflows.common import Task, json_artifact, load_model, subset
+from rwsjax.workflows.common import Task, describe_autoattack, json_artifact, load_model, subset
 from rwsjax.workflows.stages import Stage, redo_problems
 
 
@@ -229,8 +229,7 @@ def report(s: Task, r) -> dict:
           f"test split of {len(s.splits['test'])} images; adversarial = PGD-{c.eval.steps} ℓ∞ ε=8/255 "
           f"(step 2/255), worst case over {c.eval.restarts} restarts; " + (
               ood.describe(ood_results, c.data.name) if ood_results else "OOD n/c = not computed (ood.enabled=False).")
-          + (f" AA = AutoAttack `{c.eval.autoattack}` ({', '.join(at['autoattack']['attacks'])}) on "
-             f"{at['autoattack']['n']} test images." if c.eval.autoattack != "none" else "")
+          + (f" {describe_autoattack(at['autoattack'])}." if c.eval.autoattack != "none" else "")
           + (f" θ_AT = {c.init_checkpoint}." if c.get("init_checkpoint")
              else f" θ_AT trained by {results['regime']}."), "",
           *([f"**Module selection used the test split**: MRC's adversarial examples were crafted from the "

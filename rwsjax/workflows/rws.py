@@ -34,7 +34,7 @@ from rwsjax.rws import analysis, patching, signatures
 from rwsjax.train import checkpoint, sharding
 from rwsjax.weights.modules import call_order
 from rwsjax.workflows import ood, stages as stage_runner, zoo
-from rwsjax.workflows.common import Task, json_artifact, load_model
+from rwsjax.workflows.common import Task, describe_autoattack, json_artifact, load_model
 from rwsjax.workflows.stages import Stage, redo_problems
 
 BN_MODES = ("target", "reestimate_clean", "reestimate_corrupted")
@@ -461,11 +461,8 @@ def _autoattack_lines(aa: dict) -> list[str]:
     attacks = list(first["accuracy_after"])
     rows = [[name, f"{m['clean_accuracy']:.2f}", *(f"{m['accuracy_after'][k]:.2f}" for k in attacks),
              f"{m['autoattack_accuracy']:.2f}", f"{m['seconds']:.0f}"] for name, m in aa.items()]
-    eps = first["eps"] * 255 if first["norm"] == "linf" else first["eps"]
     return ["## AutoAttack", "",
-            f"AutoAttack `{first['version']}` ({', '.join(attacks)}), {first['norm']} ε = "
-            f"{eps:g}{'/255' if first['norm'] == 'linf' else ''}, on {first['n']:,} clean test images: accuracy (%) "
-            "after each attack and AA = the final one.", "",
+            describe_autoattack(first) + " (clean): accuracy (%) after each attack and AA = the final one.", "",
             tables.markdown_table(["model", "clean", *(f"after {k}" for k in attacks), "AA", "seconds"], rows), ""]
 
 
